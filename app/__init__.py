@@ -1,0 +1,1 @@
+"""The PayFlow payment API (imported as ``payflow.app``)."""

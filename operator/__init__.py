@@ -1,0 +1,1 @@
+"""The PayFlow incident operator (imported as ``payflow.operator``)."""

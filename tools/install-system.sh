@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install the Debian packages the local stack needs, only those missing:
+# PostgreSQL and Redis servers (and, for the browser test, Chromium).
+set -euo pipefail
+
+need=()
+have_pg() { compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || command -v postgres >/dev/null; }
+have_pg || need+=(postgresql)
+command -v redis-server >/dev/null || need+=(redis-server)
+# initdb, pg_ctl and psql come with the server package; the client for scripts:
+command -v psql >/dev/null || need+=(postgresql-client)
+
+if [[ ${#need[@]} -eq 0 ]]; then
+  echo "[tools] system packages: present (postgresql, redis-server)" >&2
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  sudo=sudo
+else
+  sudo=
+fi
+echo "[tools] installing Debian packages: ${need[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts the packaged services; the local stack runs its own on free ports.
+for svc in redis-server postgresql; do
+  $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
+done
