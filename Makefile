@@ -28,8 +28,9 @@ venv: $(STAMP) ## the Python environment, from pyproject.toml
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "PayFlow needs Python 3.11+")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@echo "[tools] python environment: installing $(VENV) from pyproject.toml (log: $(VENV)/install.log)"
+	@$(PY) -m pip install --upgrade pip > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@$(PY) -m pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
 up: tools ## start the local stack in the background; writes .payflow/env

@@ -28,7 +28,7 @@ from typing import Any
 
 from payflow.devstack import tools
 from payflow.devstack.process import install_signal_guard, pids_mentioning
-from payflow.devstack.stack import ALL_COMPONENTS, LocalStack, StackConfig, with_requirements
+from payflow.devstack.stack import ALL_COMPONENTS, PORTS, LocalStack, StackConfig, with_requirements
 
 BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
 UP_TIMEOUT = 180.0
@@ -117,7 +117,7 @@ def supervise(state: StateDir, components: tuple[str, ...]) -> int:
             status["components"][name] = {
                 "state": "running" if stack.running(name) else ("backoff" if name in next_try else "stopped"),
                 "pid": proc.pid if proc and proc.running else None,
-                "ports": {k: v for k, v in config.ports.items() if k.startswith(name.split("-")[0])},
+                "ports": {k: config.ports[k] for k in PORTS[name]},
                 "restarts": restarts[name],
                 "ready_seconds": round(stack.timings.get(name, 0.0), 2),
                 "log": str(stack.logs / f"{name}.log"),
@@ -258,11 +258,11 @@ def print_status(state: StateDir) -> int:
         print("not running (make up starts it)")
         return 3
     print(f"supervisor pid {pid}, phase {status.get('phase')}")
-    print(f"{'COMPONENT':<26}{'STATE':<10}{'PID':>8}  {'PORTS':<28}{'RESTARTS':>8}  READY")
+    print(f"{'COMPONENT':<26}{'STATE':<10}{'PID':>8}  {'PORTS':<30}{'RESTARTS':>8}  READY")
     for name, c in status.get("components", {}).items():
         ports = ",".join(f"{k}={v}" for k, v in c["ports"].items())
         print(
-            f"{name:<26}{c['state']:<10}{c['pid'] or '-':>8}  {ports:<28}{c['restarts']:>8}  "
+            f"{name:<26}{c['state']:<10}{c['pid'] or '-':>8}  {ports:<30}{c['restarts']:>8}  "
             f"{c['ready_seconds']:.2f}s"
         )
     return 0 if status.get("phase") == "ready" else 1

@@ -31,6 +31,15 @@ _REQUIRES = {"kube-apiserver": ("etcd",), "kube-controller-manager": ("kube-apis
 # Start order: each phase starts together, and waits for the phase before it.
 _PHASES = (("etcd", "postgres", "redis"), ("kube-apiserver",), ("kube-controller-manager",))
 
+# The ports each component listens on (all on the stack's loopback host).
+PORTS = {
+    "etcd": ("etcd", "etcd-peer"),
+    "postgres": ("postgres",),
+    "redis": ("redis",),
+    "kube-apiserver": ("kube-apiserver",),
+    "kube-controller-manager": ("kube-controller-manager",),
+}
+
 DATABASE_NAME = "payflow"
 PG_USER = "postgres"
 
@@ -68,15 +77,8 @@ class StackConfig:
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
         self.components = with_requirements(self.components)
-        wanted_ports = {
-            "etcd": ("etcd", "etcd-peer"),
-            "postgres": ("postgres",),
-            "redis": ("redis",),
-            "kube-apiserver": ("kube-apiserver",),
-            "kube-controller-manager": ("kube-controller-manager",),
-        }
         for comp in self.components:
-            for port_name in wanted_ports[comp]:
+            for port_name in PORTS[comp]:
                 self.ports.setdefault(port_name, free_port(self.host))
 
     @property
@@ -185,9 +187,9 @@ class LocalStack:
         """Start one component again (same port, same data); the seconds until it is ready."""
         self._prepare(name)
         self._launch(name)
-        seconds = self._wait_ready(name)
+        self.timings[name] = self._wait_ready(name)
         self._after_ready(name)
-        return seconds
+        return self.timings[name]
 
     def stop_component(self, name: str, timeout: float = 10.0) -> None:
         proc = self.processes.get(name)
