@@ -35,8 +35,24 @@ given() {
 
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
+# The machine's kubectl will do if its minor version is within one of the API server's.
+kubectl_on_path_compatible() {
+  local path want have
+  path=$(command -v kubectl) || return 1
+  [[ $path == "$k8s_dir/kubectl" ]] && return 1
+  want=${KUBERNETES_VERSION#v1.}; want=${want%%.*}
+  have=$("$path" version --client -o json 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+"))') || return 1
+  [[ $have =~ ^[0-9]+$ ]] && (( have - want <= 1 && want - have <= 1 ))
+}
+
 build_kubernetes() {
-  local want=(kube-apiserver kube-controller-manager kubectl) missing=() b
+  local want=(kube-apiserver kube-controller-manager) missing=() b
+  if kubectl_on_path_compatible; then
+    log "kubectl: using $(command -v kubectl) (within one minor version of $KUBERNETES_VERSION)"
+  else
+    want+=(kubectl)
+  fi
   for b in "${want[@]}"; do
     if given "$b" >/dev/null; then log "$b: using $(given "$b")"; continue; fi
     [[ -x $k8s_dir/$b ]] || missing+=("$b")
