@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-STACK  := $(PY) -m payflow.devstack.cli
+# Console scripts, not `python -m`: with -m the repo root would come first on sys.path.
+STACK  := $(VENV)/bin/payflow-stack
 PYTEST_ARGS ?=
 
 .PHONY: help tools system-tools go-tools venv up down status demo lint fmt test test-unit \
@@ -27,17 +28,17 @@ venv: $(STAMP) ## the Python environment, from pyproject.toml
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "PayFlow needs Python 3.11+")'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -I -m venv $(VENV)
 	@echo "[tools] python environment: installing $(VENV) from pyproject.toml (log: $(VENV)/install.log)"
-	@$(PY) -m pip install --upgrade pip > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
-	@$(PY) -m pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@$(VENV)/bin/pip install --upgrade pip > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@$(VENV)/bin/pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
 up: tools ## start the local stack in the background; writes .payflow/env
 	@$(STACK) up
 
 down: ## stop everything `make up` started
-	@if [ -x $(PY) ]; then $(STACK) down; else echo "nothing was running"; fi
+	@if [ -x $(STACK) ]; then $(STACK) down; else echo "nothing was running"; fi
 
 status: ## what the local stack runs
 	@$(STACK) status
@@ -59,16 +60,16 @@ fmt: venv ## format the code
 	@$(VENV)/bin/ruff format .
 
 test: tools lint ## lint, then every test (unit, integration; e2e only with a cluster)
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## the pure tests only
-	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: tools ## the tests against the local stack
-	@$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
 e2e: venv ## tests/e2e against the cluster in PAYFLOW_E2E_KUBECONFIG
-	@$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
 bench: tools ## every benchmark under bench/, printing its figures
 	@$(PY) bench/stack_startup.py

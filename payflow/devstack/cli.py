@@ -193,6 +193,7 @@ def cmd_up(state: StateDir, components: tuple[str, ...]) -> int:
         subprocess.Popen(
             [
                 sys.executable,
+                "-P",  # no repo root on sys.path: its operator/ folder must not shadow the stdlib
                 "-m",
                 "payflow.devstack.cli",
                 "--state-dir",

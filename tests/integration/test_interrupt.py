@@ -26,6 +26,7 @@ def test_an_interrupted_run_leaves_no_process(tmp_path: Path, sig: signal.Signal
     child = subprocess.Popen(
         [
             sys.executable,
+            "-P",  # no repo root on sys.path: its operator/ folder must not shadow the stdlib
             "-m",
             "pytest",
             str(CHILD),

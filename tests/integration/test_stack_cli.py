@@ -19,7 +19,7 @@ from tests.support import wait_for
 
 def stack_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "payflow.devstack.cli", "--state-dir", str(state), *args],
+        [sys.executable, "-P", "-m", "payflow.devstack.cli", "--state-dir", str(state), *args],
         capture_output=True,
         text=True,
         timeout=240,
