@@ -1,0 +1,119 @@
+"""Transactions: create (idempotent), list (cursor pagination, filters), get one."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Response
+
+from payflow.app import metrics, payments, repository
+from payflow.app.api.deps import ConnDep, ServicesDep
+from payflow.app.currencies import CURRENCIES
+from payflow.app.errors import ApiError
+from payflow.app.models import ERROR_RESPONSES, TransactionCreate, TransactionPage, TransactionPublic
+from payflow.app.views import CursorError, decode_cursor, encode_cursor, transaction_json
+
+router = APIRouter(prefix="/api/transactions", tags=["transactions"], responses=ERROR_RESPONSES)
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Unique per payment attempt: a retry with the same key replays the first response; "
+        "the same key with another body is a 409.",
+    ),
+]
+
+
+def _json(payload: object, status: int, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+@router.post("", status_code=201, response_model=TransactionPublic, summary="Create a transaction")
+async def create_transaction(body: TransactionCreate, key: IdempotencyKey, conn: ConnDep) -> Response:
+    amount = body.decimal_amount
+    fields = body.model_dump(exclude={"amount"}) | {"amount": amount}
+    new = repository.NewTransaction(
+        idempotency_key=key,
+        request_hash=payments.request_fingerprint(fields),
+        amount=amount,
+        currency=body.currency,
+        merchant_ref=body.merchant_ref,
+        customer_ref=body.customer_ref,
+        card_token=body.card_token,
+        description=body.description,
+        decision=payments.decide(amount, CURRENCIES[body.currency], body.card_token),
+    )
+    row, created = await repository.insert_transaction(conn, new)
+    if not created and row["request_hash"] != new.request_hash:
+        raise ApiError(
+            409,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request body",
+            [{"transaction_id": str(row["id"])}],
+        )
+    if created:
+        metrics.TRANSACTIONS.labels(row["status"], body.currency).inc()
+    return _json(transaction_json(row), 201, {"Idempotent-Replayed": "false" if created else "true"})
+
+
+@router.get("", response_model=TransactionPage, summary="List transactions, newest first")
+async def list_transactions(
+    conn: ConnDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    status: Annotated[Literal["pending", "authorized", "declined", "failed"] | None, Query()] = None,
+    currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
+    created_from: Annotated[datetime | None, Query(description="Inclusive lower bound (ISO 8601).")] = None,
+    created_to: Annotated[datetime | None, Query(description="Exclusive upper bound (ISO 8601).")] = None,
+) -> Response:
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except CursorError as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    if currency is not None and currency not in CURRENCIES:
+        raise ApiError(400, "invalid_filter", f"unsupported currency {currency!r}")
+    for name, value in (("created_from", created_from), ("created_to", created_to)):
+        if value is not None and value.tzinfo is None:
+            raise ApiError(400, "invalid_filter", f"{name} needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+    rows = await repository.list_transactions(
+        conn,
+        limit=limit + 1,
+        after=after,
+        status=status,
+        currency=currency,
+        created_from=created_from,
+        created_to=created_to,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    return _json({"items": [transaction_json(r) for r in rows], "next_cursor": next_cursor, "limit": limit}, 200)
+
+
+@router.get("/{transaction_id}", response_model=TransactionPublic, summary="One transaction, with its events")
+async def get_transaction(transaction_id: UUID, services: ServicesDep) -> Response:
+    key = f"payflow:{services.settings.release}:tx:{transaction_id}"
+    cached = services.responses.get(key)
+    if cached is None:
+        cached = await services.redis.get(key)
+        if cached is not None:
+            services.responses.put(key, cached)
+    if cached is not None:
+        return Response(cached, media_type="application/json", headers={"X-Cache": "hit"})
+    async with services.pool.connection() as conn:
+        row = await repository.get_transaction(conn, transaction_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no transaction {transaction_id}")
+        events = await repository.transaction_events(conn, transaction_id)
+    body = json.dumps(transaction_json(row, events), separators=(",", ":")).encode()
+    services.responses.put(key, body)
+    await services.redis.set(key, body, services.settings.lookup_ttl_s)
+    return Response(body, media_type="application/json", headers={"X-Cache": "miss"})

@@ -1,0 +1,176 @@
+"""The app factory and the ``payflow-app`` console script."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from payflow import __version__
+from payflow.app import errors, logs, metrics
+from payflow.app.api.routes import config, faults, health, stats, transactions
+from payflow.app.cache import RedisCache, ResponseCache
+from payflow.app.faults.controller import FaultController
+from payflow.app.faults.injectors import (
+    ConnectionHolder,
+    CpuBurner,
+    MemoryLeak,
+    Ticker,
+    cgroup_memory_limit,
+)
+from payflow.app.faults.watcher import ConfigMapWatcher, make_api_client
+from payflow.app.middleware import RequestMiddleware
+from payflow.app.migrations import migrate
+from payflow.app.services import Services
+from payflow.app.settings import Settings, get_settings
+from payflow.app.window import RequestWindow
+
+log = logging.getLogger("payflow.app")
+
+
+async def run_migrations(database_url: str, deadline_s: float = 60.0) -> list[int]:
+    """Apply the migrations, waiting for the database up to ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                database_url, autocommit=True, connect_timeout=5
+            ) as conn:
+                return await migrate(conn)
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(1)
+
+
+def _pool_gauges(pool: AsyncConnectionPool[Any]) -> None:
+    metrics.POOL_MAX.set(pool.max_size)
+    metrics.POOL_SIZE.set_function(lambda: pool.get_stats().get("pool_size", 0))
+    metrics.POOL_IN_USE.set_function(
+        lambda: (s := pool.get_stats()).get("pool_size", 0) - s.get("pool_available", 0)
+    )
+    metrics.POOL_WAITING.set_function(lambda: pool.get_stats().get("requests_waiting", 0))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app. ``settings`` defaults to :func:`get_settings` (read at start-up)."""
+    holder: dict[str, Services] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings or get_settings()
+        applied = await run_migrations(s.database_url)
+        log.info("schema ready", extra={"migrations_applied": applied})
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            s.database_url,
+            min_size=min(s.db_pool_min, s.db_pool_max),
+            max_size=s.db_pool_max,
+            timeout=s.db_pool_timeout_s,
+            open=False,
+            name="payflow",
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": int(s.db_connect_timeout_s),
+                "application_name": f"payflow-app/{s.replica}",
+                "options": f"-c statement_timeout={s.db_statement_timeout_ms}",
+            },
+        )
+        await pool.open(wait=True, timeout=30)
+        _pool_gauges(pool)
+        responses = ResponseCache(s.response_cache_entries)
+        metrics.CACHE_ENTRIES.labels("response").set_function(lambda: responses.entries)
+        metrics.CACHE_BYTES.labels("response").set_function(lambda: responses.total_bytes)
+        leak = MemoryLeak(responses, s.oom_ceiling_mb << 20, cgroup_memory_limit(s.oom_cgroup_dir))
+        controller = FaultController(
+            database_url=s.database_url,
+            replica=s.replica,
+            release=s.release,
+            leak=leak,
+            burner=CpuBurner(),
+            holder=ConnectionHolder(pool),
+        )
+        redis = RedisCache(s.redis_url, s.redis_timeout_s, s.redis_retry_after_s)
+        services = Services(
+            settings=s,
+            pool=pool,
+            redis=redis,
+            responses=responses,
+            leak=leak,
+            faults=controller,
+            window=RequestWindow(),
+        )
+        await controller.start(s.fault_env)
+        ticker = Ticker(controller.active, leak)
+        ticker.start()
+        if s.watch_faults:
+            api_client = make_api_client(s.kubeconfig)
+            if api_client is None:
+                log.warning("no kubeconfig and not in a cluster: faults come from the environment only")
+            else:
+                services.watcher = ConfigMapWatcher(
+                    api_client, s.namespace, s.faults_configmap, controller.on_configmap_threadsafe, s.watch_timeout_s
+                )
+                services.watcher.start()
+        app.state.services = services
+        holder["services"] = services
+        log.info(
+            "payflow app started",
+            extra={
+                "release": s.release,
+                "namespace": s.namespace,
+                "faults": list(controller.state.faults.names),
+                "memory_ceiling_mb": leak.ceiling >> 20,
+                "cgroup_memory_limit": leak.cgroup_limit,
+            },
+        )
+        try:
+            yield
+        finally:
+            if services.watcher is not None:
+                services.watcher.stop()
+            await ticker.stop()
+            await controller.stop()
+            await redis.close()
+            await pool.close()
+            holder.pop("services", None)
+
+    app = FastAPI(
+        title="PayFlow payment API",
+        version=__version__,
+        description="Payments on PostgreSQL with a Redis cache, and six injectable faults. See docs/api.md.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(RequestMiddleware, services=lambda: holder.get("services"))
+    for module in (health, transactions, stats, config, faults):
+        app.include_router(module.router)
+    return app
+
+
+def run() -> None:
+    """``payflow-app``: serve the API with uvicorn on PAYFLOW_HOST:PAYFLOW_PORT."""
+    import uvicorn
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,163 @@
+"""One pure ASGI middleware around every request: request id, body limit, the per-request
+fault injectors (on /api/* only), metrics, the stats window and the JSON log line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from payflow.app import metrics
+from payflow.app.errors import error_body
+from payflow.app.faults import injectors
+from payflow.app.services import Services
+
+log = logging.getLogger("payflow.app.http")
+
+API_PREFIX = "/api/"
+PROCESS_WIDE = ("cpuBurn", "dbTimeout")  # in force for the whole process: they touch every API request
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, services: Callable[[], Services | None]) -> None:
+        self.app = app
+        self.services = services
+        self.rng = random.Random()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        svc = self.services()
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        path: str = scope["path"]
+        method: str = scope["method"]
+        is_api = path.startswith(API_PREFIX)
+        status = 500
+        started = False
+        touched: list[str] = []
+        extra: dict[str, Any] = {}
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        async def reply(code: int, err: str, msg: str) -> None:
+            body = json.dumps(error_body(err, msg, rid)).encode()
+            await send_wrapper(
+                {
+                    "type": "http.response.start",
+                    "status": code,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send_wrapper({"type": "http.response.body", "body": body})
+
+        limit = svc.settings.max_body_bytes if svc else 1 << 20
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLargeError
+            return message
+
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                await reply(413, "payload_too_large", f"request body over {limit} bytes")
+            elif is_api and svc is not None and await self._inject(svc, touched, extra, method, path, reply):
+                pass
+            else:
+                await self.app(scope, receive_limited, send_wrapper)
+        except _BodyTooLargeError:
+            if not started:
+                await reply(413, "payload_too_large", f"request body over {limit} bytes")
+        except Exception:
+            status = 500
+            raise
+        finally:
+            duration = time.perf_counter() - start
+            route_obj = scope.get("route")
+            route = getattr(route_obj, "path", None) or ("<unmatched>" if status == 404 else path)
+            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            metrics.HTTP_DURATION.labels(route, method).observe(duration)
+            if is_api and svc is not None:
+                svc.window.add(duration, status >= 500)
+            level = logging.ERROR if status >= 500 else logging.INFO
+            log.log(
+                level,
+                "%s %s %d",
+                method,
+                path,
+                status,
+                extra={
+                    "request_id": rid,
+                    "method": method,
+                    "route": route,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 3),
+                    "faults": touched,
+                    **extra,
+                },
+            )
+
+    async def _inject(
+        self,
+        svc: Services,
+        touched: list[str],
+        extra: dict[str, Any],
+        method: str,
+        path: str,
+        reply: Callable[[int, str, str], Any],
+    ) -> bool:
+        """Apply the per-request faults; True when the request was answered here."""
+        active = svc.faults.active()
+        if not active:
+            return False
+        touched.extend(name for name in PROCESS_WIDE if name in active)
+        panic = active.get("panic")
+        if panic is not None and injectors.chance(float(panic["probability"]), self.rng):
+            touched.append("panic")
+            injectors.crash(f"request {method} {path}")
+        oom = active.get("oom")
+        if oom is not None:
+            touched.append("oom")
+            svc.leak.grow(int(oom["growthKiBPerRequest"]) * 1024)
+        latency = active.get("latency")
+        if latency is not None:
+            delay = injectors.latency_seconds(latency, self.rng)
+            touched.append("latency")
+            extra["injected_delay_ms"] = round(delay * 1000, 1)
+            metrics.FAULT_INJECTIONS.labels("latency").inc()
+            await asyncio.sleep(delay)
+        error = active.get("errorRate")
+        if error is not None and injectors.chance(float(error["ratio"]), self.rng):
+            touched.append("errorRate")
+            metrics.FAULT_INJECTIONS.labels("errorRate").inc()
+            extra["error"] = "injected_error"
+            await reply(500, "internal_error", "internal server error")
+            return True
+        return False

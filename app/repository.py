@@ -1,0 +1,202 @@
+"""All SQL of the app: transactions, stats and fault transitions. Routes never hold SQL."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from payflow.app.faults.state import Transition
+from payflow.app.payments import Decision
+
+Row = dict[str, Any]
+Conn = AsyncConnection[Any]
+
+_COLUMNS = (
+    "id, idempotency_key, request_hash, amount, currency, merchant_ref, customer_ref, card_token,"
+    " description, status, decline_reason, created_at, decided_at"
+)
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    idempotency_key: str
+    request_hash: str
+    amount: Decimal
+    currency: str
+    merchant_ref: str
+    customer_ref: str
+    card_token: str
+    description: str | None
+    decision: Decision
+
+
+_INSERT = f"""
+WITH tx AS (
+    INSERT INTO transactions (idempotency_key, request_hash, amount, currency, merchant_ref,
+                              customer_ref, card_token, description, status, decline_reason, decided_at)
+    VALUES (%(key)s, %(hash)s, %(amount)s, %(currency)s, %(merchant)s, %(customer)s, %(token)s,
+            %(description)s, %(status)s, %(reason)s, clock_timestamp())
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {_COLUMNS}
+), events AS (
+    INSERT INTO transaction_events (transaction_id, status, reason, at)
+    SELECT id, 'pending', NULL, created_at FROM tx
+    UNION ALL
+    SELECT id, status, decline_reason, decided_at FROM tx
+)
+SELECT {_COLUMNS}, true AS created FROM tx
+"""
+
+
+async def insert_transaction(conn: Conn, new: NewTransaction) -> tuple[Row, bool]:
+    """Create the transaction (pending, then decided: both events and the row in one statement,
+    so one database transaction), or return the row that already holds this Idempotency-Key.
+    The boolean is True when this call created it."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _INSERT,
+            {
+                "key": new.idempotency_key,
+                "hash": new.request_hash,
+                "amount": new.amount,
+                "currency": new.currency,
+                "merchant": new.merchant_ref,
+                "customer": new.customer_ref,
+                "token": new.card_token,
+                "description": new.description,
+                "status": new.decision.status.value,
+                "reason": new.decision.reason,
+            },
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            row.pop("created", None)
+            return row, True
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM transactions WHERE idempotency_key = %s", (new.idempotency_key,)
+        )
+        existing = await cur.fetchone()
+        if existing is None:  # only if the row was deleted between the two statements
+            raise LookupError(new.idempotency_key)
+        return existing, False
+
+
+async def get_transaction(conn: Conn, tx_id: UUID) -> Row | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_COLUMNS} FROM transactions WHERE id = %s", (tx_id,))
+        return await cur.fetchone()
+
+
+async def transaction_events(conn: Conn, tx_id: UUID) -> list[Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT status, reason, at FROM transaction_events WHERE transaction_id = %s ORDER BY id", (tx_id,)
+        )
+        return await cur.fetchall()
+
+
+async def list_transactions(
+    conn: Conn,
+    *,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+    status: str | None,
+    currency: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+) -> list[Row]:
+    """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
+    where: list[str] = []
+    params: list[Any] = []
+    if after is not None:
+        where.append("(created_at, id) < (%s, %s)")
+        params.extend(after)
+    if status is not None:
+        where.append("status = %s")
+        params.append(status)
+    if currency is not None:
+        where.append("currency = %s")
+        params.append(currency)
+    if created_from is not None:
+        where.append("created_at >= %s")
+        params.append(created_from)
+    if created_to is not None:
+        where.append("created_at < %s")
+        params.append(created_to)
+    sql = f"SELECT {_COLUMNS} FROM transactions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
+    params.append(limit)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)  # type: ignore[arg-type]
+        return await cur.fetchall()
+
+
+async def transaction_totals(conn: Conn) -> list[Row]:
+    """Count and volume by status and currency, plus the count of the last minute."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT status, currency, count(*) AS count, sum(amount) AS volume,"
+            " count(*) FILTER (WHERE created_at > now() - interval '60 seconds') AS last_minute"
+            " FROM transactions GROUP BY status, currency ORDER BY status, currency"
+        )
+        return await cur.fetchall()
+
+
+async def insert_fault_transitions(conn: Conn, transitions: list[Transition], replica: str, release: str) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO fault_transitions (at, fault, change, params, previous, source, incidents, replica, release)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    t.at,
+                    t.fault,
+                    t.change.value,
+                    None if t.params is None else Jsonb(dict(t.params)),
+                    None if t.previous is None else Jsonb(dict(t.previous)),
+                    t.source.value,
+                    Jsonb([i.to_dict() for i in t.incidents]),
+                    replica,
+                    release,
+                )
+                for t in transitions
+            ],
+        )
+
+
+async def fault_history(
+    conn: Conn, *, limit: int, since: datetime | None, fault: str | None, release: str | None
+) -> list[Row]:
+    where: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        where.append("at >= %s")
+        params.append(since)
+    if fault is not None:
+        where.append("fault = %s")
+        params.append(fault)
+    if release is not None:
+        where.append("release = %s")
+        params.append(release)
+    sql = "SELECT id, at, fault, change, params, previous, source, incidents, replica, release FROM fault_transitions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY at DESC, id DESC LIMIT %s"
+    params.append(limit)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)  # type: ignore[arg-type]
+        return await cur.fetchall()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -1,0 +1,29 @@
+"""What the routes use, made once per app start (see payflow.app.main)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from payflow.app.cache import RedisCache, ResponseCache
+from payflow.app.faults.controller import FaultController
+from payflow.app.faults.injectors import MemoryLeak
+from payflow.app.faults.watcher import ConfigMapWatcher
+from payflow.app.settings import Settings
+from payflow.app.window import RequestWindow
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: AsyncConnectionPool[Any]
+    redis: RedisCache
+    responses: ResponseCache
+    leak: MemoryLeak
+    faults: FaultController
+    window: RequestWindow
+    watcher: ConfigMapWatcher | None = None
+    started_at: float = field(default_factory=time.time)
