@@ -76,3 +76,46 @@ bench: tools ## every benchmark under bench/, printing its figures
 
 clean: down ## remove the venv and local state (the tool cache outside the repo stays)
 	@rm -rf $(VENV) .payflow .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+# ---- Images and a kind cluster (docs/helm.md) ------------------------------------------------
+# For a machine with Docker, kind, kubectl and helm; none of it runs on the local stack.
+KIND            ?= kind
+KIND_CLUSTER    ?= payflow
+KIND_NODE_IMAGE ?=
+KIND_NS         ?= demo
+KIND_KUBECONFIG ?= $(CURDIR)/.payflow/kind-kubeconfig
+DOCKER          ?= docker
+APP_VERSION     := $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' helm/payflow/Chart.yaml)
+BUGGY_VERSION   := $(shell sed -n 's/^ *tag: *"\(.*\)"/\1/p' helm/payflow/values-buggy.yaml)
+KK              := kubectl --kubeconfig $(KIND_KUBECONFIG)
+
+.PHONY: images kind-up kind-demo kind-down e2e-kind
+
+images: ## build payflow-app (also tagged as values-buggy.yaml's version) and payflow-operator
+	$(DOCKER) build -f Dockerfile.app -t payflow-app:$(APP_VERSION) -t payflow-app:$(BUGGY_VERSION) .
+	$(DOCKER) build -f Dockerfile.operator -t payflow-operator:$(APP_VERSION) .
+
+kind-up: images ## kind cluster from kind/cluster.yaml, images loaded, chart installed in demo, waited for
+	@mkdir -p $(dir $(KIND_KUBECONFIG))
+	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) \
+	  --config kind/cluster.yaml --kubeconfig $(KIND_KUBECONFIG) $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
+	$(KIND) export kubeconfig --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG)
+	$(KIND) load docker-image --name $(KIND_CLUSTER) payflow-app:$(APP_VERSION) \
+	  payflow-app:$(BUGGY_VERSION) payflow-operator:$(APP_VERSION)
+	helm upgrade --install payflow helm/payflow --kubeconfig $(KIND_KUBECONFIG) \
+	  --namespace $(KIND_NS) --create-namespace --wait --timeout 5m
+	$(KK) label namespace $(KIND_NS) payflow.dev/inject=enabled --overwrite
+	@echo "kind cluster $(KIND_CLUSTER) is up: export KUBECONFIG=$(KIND_KUBECONFIG); then make kind-demo"
+
+kind-demo: ## apply the latency incident on kind, wait for it to be Active, show it
+	$(KK) -n $(KIND_NS) apply -f examples/incidents/latency.yaml
+	$(KK) -n $(KIND_NS) wait -f examples/incidents/latency.yaml --for=jsonpath='{.status.phase}'=Active --timeout=60s
+	$(KK) -n $(KIND_NS) get pfi
+	$(KK) -n $(KIND_NS) get configmap payflow-faults -o jsonpath='{.data}{"\n"}'
+
+kind-down: ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+	rm -f $(KIND_KUBECONFIG)
+
+e2e-kind: venv ## tests/e2e against the kind cluster of make kind-up
+	PAYFLOW_E2E_KUBECONFIG=$(KIND_KUBECONFIG) $(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)

@@ -1,0 +1,119 @@
+{{/* The chart name (app.kubernetes.io/name). */}}
+{{- define "payflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The name prefix of the release's objects, truncated to 63 (the DNS label limit).
+A release name that already contains the chart name is used as is.
+*/}}
+{{- define "payflow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<suffix>", truncated to 63. Call with (list $ "suffix"). */}}
+{{- define "payflow.componentName" -}}
+{{- $fullname := include "payflow.fullname" (index . 0) }}
+{{- printf "%s-%s" ($fullname | trunc (int (sub 62 (len (index . 1))))) (index . 1) | trimSuffix "-" }}
+{{- end }}
+
+{{- define "payflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The faults ConfigMap: payflow.naming.faults_configmap_name(release). */}}
+{{- define "payflow.faultsConfigMap" -}}
+{{- printf "%s-faults" .Release.Name }}
+{{- end }}
+
+{{- define "payflow.appTag" -}}
+{{- .Values.app.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* Selector labels: immutable, so name and instance (and a component) only. */}}
+{{- define "payflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "payflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The standard labels. */}}
+{{- define "payflow.labels" -}}
+helm.sh/chart: {{ include "payflow.chart" . }}
+{{ include "payflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: payflow
+{{- end }}
+
+{{/*
+Labels of one component. Call with (dict "ctx" $ "component" "api" [ "version" "x" ]).
+*/}}
+{{- define "payflow.componentLabels" -}}
+helm.sh/chart: {{ include "payflow.chart" .ctx }}
+{{ include "payflow.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .version | default .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: payflow
+{{- end }}
+
+{{- define "payflow.componentSelectorLabels" -}}
+{{ include "payflow.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The namespaces the operator serves: operator.watchNamespaces, or the release's. */}}
+{{- define "payflow.watchNamespaces" -}}
+{{- if .Values.operator.watchNamespaces }}
+{{- .Values.operator.watchNamespaces | uniq | join "," }}
+{{- else }}
+{{- .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret and key that hold DATABASE_URL. */}}
+{{- define "payflow.databaseSecret" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else if .Values.postgresql.enabled }}
+{{- include "payflow.componentName" (list . "postgresql") }}
+{{- else }}
+{{- fail "database: set database.existingSecret (a Secret holding DATABASE_URL) or postgresql.enabled=true" }}
+{{- end }}
+{{- end }}
+
+{{- define "payflow.databaseSecretKey" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecretKey }}
+{{- else }}
+{{- print "database-url" }}
+{{- end }}
+{{- end }}
+
+{{- define "payflow.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s:6379/0" (include "payflow.componentName" (list . "redis")) }}
+{{- else }}
+{{- required "redis: set redis.externalUrl or redis.enabled=true" .Values.redis.externalUrl }}
+{{- end }}
+{{- end }}
+
+{{/* The pod security context: the shared one, or one for another uid. */}}
+{{- define "payflow.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "payflow.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
