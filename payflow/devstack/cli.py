@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from payflow.devstack import tools
+from payflow.devstack.demo import Demo
 from payflow.devstack.process import install_signal_guard, pids_mentioning
 from payflow.devstack.stack import ALL_COMPONENTS, PORTS, LocalStack, StackConfig, with_requirements
+from payflow.devstack.workloads import Workload
 
-BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
 UP_TIMEOUT = 180.0
 
 
@@ -96,7 +97,25 @@ def env_lines(stack: LocalStack) -> str:
 # --- the supervisor ----------------------------------------------------------------------
 
 
-def supervise(state: StateDir, components: tuple[str, ...]) -> int:
+class ComponentWorkload(Workload):
+    """A part of the stack under the same restart rules as a workload: it restarts with the
+    same port and data (``LocalStack.start_component``), and is ready when it returns."""
+
+    def __init__(self, stack: LocalStack, name: str) -> None:
+        super().__init__(
+            name=name, build=lambda _restarts: stack.processes[name], proc=stack.processes.get(name)
+        )
+        self.stack = stack
+
+    def start(self) -> None:
+        try:
+            self.stack.start_component(self.name)
+        finally:
+            self.proc = self.stack.processes.get(self.name)
+            self.next_start = None
+
+
+def supervise(state: StateDir, components: tuple[str, ...], demo: bool = False) -> int:
     install_signal_guard()
     state.root.mkdir(parents=True, exist_ok=True)
     state.pid_file.write_text(f"{os.getpid()}\n")
@@ -105,53 +124,65 @@ def supervise(state: StateDir, components: tuple[str, ...]) -> int:
     else:
         config = StackConfig(workdir=state.workdir, components=components)
     stack = LocalStack(config)
-    status: dict[str, Any] = {"supervisor": os.getpid(), "phase": "starting", "components": {}}
-    restarts = dict.fromkeys(config.components, 0)
-    next_try: dict[str, float] = {}
+    t0 = time.monotonic()
+    status: dict[str, Any] = {"supervisor": os.getpid(), "phase": "starting", "steps": [], "components": {}}
+    parts: list[ComponentWorkload] = []
+    workloads: list[Workload] = []
+    the_demo: Demo | None = None
 
     def publish(phase: str, error: str | None = None) -> None:
         status["phase"] = phase
         status["error"] = error
-        for name in config.components:
-            proc = stack.processes.get(name)
-            status["components"][name] = {
-                "state": "running" if stack.running(name) else ("backoff" if name in next_try else "stopped"),
-                "pid": proc.pid if proc and proc.running else None,
-                "ports": {k: config.ports[k] for k in PORTS[name]},
-                "restarts": restarts[name],
-                "ready_seconds": round(stack.timings.get(name, 0.0), 2),
-                "log": str(stack.logs / f"{name}.log"),
+        for part in parts:
+            status["components"][part.name] = {
+                **part.describe(),
+                "ports": {k: config.ports[k] for k in PORTS[part.name]},
+                "ready_seconds": round(stack.timings.get(part.name, 0.0), 2),
             }
+        status["workloads"] = {w.name: w.describe() for w in workloads}
         state.write_status(status)
 
+    def step(message: str) -> None:
+        status["steps"].append({"seconds": round(time.monotonic() - t0, 1), "step": message})
+        print(f"[{time.monotonic() - t0:5.1f}s] {message}", flush=True)
+        publish("starting")
+
     try:
-        t0 = time.monotonic()
         stack.start()
-        status["ready_seconds"] = round(time.monotonic() - t0, 2)
+        parts.extend(ComponentWorkload(stack, name) for name in config.components)
+        step(f"local stack ready: {', '.join(config.components)}")
         state.env_file.write_text(env_lines(stack))
+        if demo:
+            the_demo = Demo(stack)
+            the_demo.install(step)
+            for w, what in (
+                (the_demo.operator(), "operator"),
+                (the_demo.app(), "app"),
+                (the_demo.loadgen(), ""),
+            ):
+                w.start()
+                workloads.append(w)
+                if what:
+                    w.wait_ready(timeout=90)
+                    step(f"{what} ready")
+            step(f"load generator sending {the_demo.config.load_rate:g} requests/s to {the_demo.app_url}")
+            status["demo"] = {"app_url": the_demo.app_url, "namespace": the_demo.config.namespace}
+        status["ready_seconds"] = round(time.monotonic() - t0, 2)
         publish("ready")
+        last_rollout_check = 0.0
         while True:
-            changed = False
-            for name in config.components:
-                if stack.running(name):
-                    continue
-                now = time.monotonic()
-                if name not in next_try:  # it just died: wait, then restart, like the kubelet
-                    delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** restarts[name])
-                    next_try[name] = now + delay
-                    print(f"{name} exited; restarting in {delay:.0f}s", flush=True)
-                    changed = True
-                elif now >= next_try[name]:
-                    restarts[name] += 1
-                    try:
-                        stack.start_component(name)
-                        del next_try[name]
-                    except Exception as exc:  # it failed again: back off further
-                        print(f"{name} failed to restart: {exc}", flush=True)
-                        next_try[name] = now + min(BACKOFF_MAX, BACKOFF_START * 2 ** restarts[name])
-                    changed = True
-            if changed:
-                publish("ready" if all(stack.running(n) for n in config.components) else "degraded")
+            now = time.monotonic()
+            if the_demo is not None and now - last_rollout_check >= 1.0:
+                last_rollout_check = now
+                with contextlib.suppress(Exception):  # the API server may be restarting
+                    if reason := the_demo.rollout_pending():
+                        workloads[1].restart_requested = reason
+            events = [e for w in (*parts, *workloads) if (e := _tick(w, now))]
+            for event in events:
+                print(event, flush=True)
+            if events:
+                healthy = all(w.running for w in (*parts, *workloads))
+                publish("ready" if healthy else "degraded")
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
@@ -160,6 +191,8 @@ def supervise(state: StateDir, components: tuple[str, ...]) -> int:
         print(f"stack failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
+        for w in reversed(workloads):
+            w.stop()
         stack.stop()
         if status["phase"] != "failed":
             publish("stopped")
@@ -167,10 +200,18 @@ def supervise(state: StateDir, components: tuple[str, ...]) -> int:
             state.pid_file.unlink()
 
 
+def _tick(workload: Workload, now: float) -> str | None:
+    try:
+        return workload.tick(now)
+    except Exception as exc:  # it failed to start again: the back-off grows, the loop goes on
+        workload.next_start = None
+        return f"{workload.name}: failed to start: {exc}"
+
+
 # --- the commands ------------------------------------------------------------------------
 
 
-def cmd_up(state: StateDir, components: tuple[str, ...]) -> int:
+def cmd_up(state: StateDir, components: tuple[str, ...], demo: bool = False) -> int:
     if pid := state.supervisor_pid():
         print(f"already running (supervisor pid {pid}); the supervisor restarts any part that stops")
         print_status(state)
@@ -183,39 +224,46 @@ def cmd_up(state: StateDir, components: tuple[str, ...]) -> int:
                 tools.postgres_bindir()
             elif name == "redis":
                 tools.redis_server()
+        if demo:
+            tools.find("helm")
+            tools.find("kubectl")
     except (tools.ToolMissingError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
     state.root.mkdir(parents=True, exist_ok=True)
     state.status_file.unlink(missing_ok=True)
     t0 = time.monotonic()
+    argv = [
+        sys.executable,
+        "-P",  # no repo root on sys.path: its operator/ folder must not shadow the stdlib
+        "-m",
+        "payflow.devstack.cli",
+        "--state-dir",
+        str(state.root),
+        "supervise",
+        "--components",
+        ",".join(components),
+    ]
     with state.log_file.open("ab") as log:
         subprocess.Popen(
-            [
-                sys.executable,
-                "-P",  # no repo root on sys.path: its operator/ folder must not shadow the stdlib
-                "-m",
-                "payflow.devstack.cli",
-                "--state-dir",
-                str(state.root),
-                "supervise",
-                "--components",
-                ",".join(components),
-            ],
+            [*argv, "--demo"] if demo else argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    shown = 0
     deadline = t0 + UP_TIMEOUT
     while time.monotonic() < deadline:
         status = state.read_status()
+        steps = status.get("steps") or []
+        for s in steps[shown:]:
+            print(f"[{s['seconds']:5.1f}s] {s['step']}", flush=True)
+        shown = len(steps)
         if status.get("phase") == "ready":
+            print()
             print_status(state)
-            print(
-                f"\nstack ready in {time.monotonic() - t0:.1f}s. Next:\n"
-                f"  source {os.path.relpath(state.env_file)} && kubectl get --raw /readyz"
-            )
+            print(next_steps(state, status, time.monotonic() - t0))
             return 0
         if status.get("phase") == "failed":
             print(f"stack failed to start: {status.get('error')}\nsee {state.log_file}", file=sys.stderr)
@@ -225,6 +273,27 @@ def cmd_up(state: StateDir, components: tuple[str, ...]) -> int:
     print(f"stack not ready after {UP_TIMEOUT:.0f}s; see {state.log_file}", file=sys.stderr)
     cmd_down(state, quiet=True)
     return 1
+
+
+def next_steps(state: StateDir, status: dict[str, Any], seconds: float) -> str:
+    env = os.path.relpath(state.env_file)
+    demo = status.get("demo")
+    if not demo:
+        return f"\nstack ready in {seconds:.1f}s. Next:\n  source {env} && kubectl get --raw /readyz\n"
+    url, ns = demo["app_url"], demo["namespace"]
+    return (
+        f"\nPayFlow demo ready in {seconds:.1f}s.\n\n"
+        f"  dashboard  {url}/\n"
+        f"  API docs   {url}/docs\n\n"
+        "Try an incident:\n"
+        f"  source {env}\n"
+        "  kubectl apply -f examples/incidents/latency.yaml\n"
+        f"  kubectl get pfi -n {ns}                    # Active, with its expiry\n"
+        f"  curl -s {url}/api/config                  # the latency in force, and which incident\n"
+        "  kubectl delete -f examples/incidents/latency.yaml\n\n"
+        "  make status   # what runs, restarts (the OOM and panic faults crash the app)\n"
+        "  make down     # stop everything\n"
+    )
 
 
 def cmd_down(state: StateDir, quiet: bool = False) -> int:
@@ -259,14 +328,20 @@ def print_status(state: StateDir) -> int:
         print("not running (make up starts it)")
         return 3
     print(f"supervisor pid {pid}, phase {status.get('phase')}")
-    print(f"{'COMPONENT':<26}{'STATE':<10}{'PID':>8}  {'PORTS':<30}{'RESTARTS':>8}  READY")
+    print(f"{'PART':<26}{'STATE':<10}{'PID':>8}  {'RESTARTS':>8}  {'LAST EXIT':>9}  DETAIL")
     for name, c in status.get("components", {}).items():
         ports = ",".join(f"{k}={v}" for k, v in c["ports"].items())
+        print(f"{name:<26}{c['state']:<10}{c['pid'] or '-':>8}  {c['restarts']:>8}  {_exit(c):>9}  {ports}")
+    for name, w in (status.get("workloads") or {}).items():
         print(
-            f"{name:<26}{c['state']:<10}{c['pid'] or '-':>8}  {ports:<30}{c['restarts']:>8}  "
-            f"{c['ready_seconds']:.2f}s"
+            f"{name:<26}{w['state']:<10}{w['pid'] or '-':>8}  {w['restarts']:>8}  {_exit(w):>9}  {w['log']}"
         )
     return 0 if status.get("phase") == "ready" else 1
+
+
+def _exit(entry: dict[str, Any]) -> str:
+    code = entry.get("last_exit")
+    return "-" if code is None else str(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             default=",".join(ALL_COMPONENTS),
             help=f"comma-separated subset of {','.join(ALL_COMPONENTS)}",
         )
+        p.add_argument("--demo", action="store_true", help="also the chart, the operator, the app and load")
     sub.add_parser("down")
     sub.add_parser("status")
     sub.add_parser("env")
@@ -289,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     state = StateDir((args.state_dir or default_state_dir()).resolve())
     if args.cmd in ("up", "supervise"):
         components = tuple(c for c in args.components.split(",") if c)
-        return cmd_up(state, components) if args.cmd == "up" else supervise(state, components)
+        if args.cmd == "up":
+            return cmd_up(state, components, demo=args.demo)
+        return supervise(state, components, demo=args.demo)
     if args.cmd == "down":
         return cmd_down(state)
     if args.cmd == "status":
