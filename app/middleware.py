@@ -22,6 +22,9 @@ from payflow.app.services import Services
 log = logging.getLogger("payflow.app.http")
 
 API_PREFIX = "/api/"
+# The introspection endpoints stay readable during an incident: they are how an operator (or an
+# RCA tool) sees what is in force. Faults that break the process or the pool still reach them.
+SPARED = ("/api/config", "/api/faults/")
 PROCESS_WIDE = ("cpuBurn", "dbTimeout")  # in force for the whole process: they touch every API request
 
 
@@ -87,7 +90,7 @@ class RequestMiddleware:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 await reply(413, "payload_too_large", f"request body over {limit} bytes")
-            elif is_api and svc is not None and await self._inject(svc, touched, extra, method, path, reply):
+            elif is_api and svc is not None and not path.startswith(SPARED) and await self._inject(svc, touched, extra, method, path, reply):
                 pass
             else:
                 await self.app(scope, receive_limited, send_wrapper)
