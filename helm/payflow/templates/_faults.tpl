@@ -2,7 +2,7 @@
 The INJECT_* keys of the `faults:` values, as JSON (sorted keys).
 
 The vocabulary (fault names, switch keys, parameter keys, types, defaults) comes from
-files/vocabulary.json, which is generated from payflow/faults.py (helm/vocabulary.py) and
+files/vocabulary.json, which is generated from payflow/faults.py (helm/sync.py) and
 checked up to date by a test; so is the result of this template, against
 payflow.faults.helm_values_to_env. The spelling is FaultSet.to_env()'s: every switch as
 "true"/"false", the first parameter of a fault that is off as 0, every parameter of a fault

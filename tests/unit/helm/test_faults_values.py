@@ -15,7 +15,7 @@ from tests.unit.helm.chart import CHART, REPO, VALUES_FILES, chart_defaults, dee
 
 
 def _vocabulary_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("helm_vocabulary", REPO / "helm" / "vocabulary.py")
+    spec = importlib.util.spec_from_file_location("helm_sync", REPO / "helm" / "sync.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -23,9 +23,9 @@ def _vocabulary_script() -> ModuleType:
     return module
 
 
-def test_the_generated_vocabulary_files_are_up_to_date() -> None:
+def test_the_charts_derived_files_are_up_to_date() -> None:
     stale = _vocabulary_script().stale()
-    assert stale == [], f"stale: {stale}; run `.venv/bin/python helm/vocabulary.py`"
+    assert stale == [], f"stale: {stale}; run `.venv/bin/python helm/sync.py`"
 
 
 def test_the_values_schema_faults_section_is_the_vocabularys() -> None:

@@ -1,13 +1,14 @@
-"""Write the chart's copies of the fault vocabulary from payflow/faults.py.
+"""Write the chart's derived files from their one source.
 
-    python helm/vocabulary.py          # rewrite them
-    python helm/vocabulary.py --check  # exit 1 when either is stale (what the tests check)
+    .venv/bin/python helm/sync.py          # rewrite them
+    .venv/bin/python helm/sync.py --check  # exit 1 when one is stale (what the tests check)
 
-Two files, both derived, never edited by hand:
+Three files, never edited by hand:
 
 * helm/payflow/files/vocabulary.json: fault names, switch keys, parameter keys, types and
-  defaults, read by templates/_faults.tpl to render the faults ConfigMap;
-* the ``faults`` section of helm/payflow/values.schema.json: payflow.faults.helm_faults_schema().
+  defaults (payflow/faults.py), read by templates/_faults.tpl to render the faults ConfigMap;
+* the ``faults`` section of helm/payflow/values.schema.json: payflow.faults.helm_faults_schema();
+* helm/payflow/crds/payflowincident.yaml: a copy of crds/payflowincident.yaml.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from payflow import faults
 CHART = Path(__file__).resolve().parent / "payflow"
 VOCABULARY = CHART / "files" / "vocabulary.json"
 SCHEMA = CHART / "values.schema.json"
+CRD = CHART.parents[1] / "crds" / "payflowincident.yaml"
+CRD_COPY = CHART / "crds" / "payflowincident.yaml"
 
 
 def vocabulary() -> dict[str, Any]:
     return {
-        "_generated": "from payflow/faults.py by helm/vocabulary.py; do not edit",
+        "_generated": "from payflow/faults.py by helm/sync.py; do not edit",
         "faults": [
             {
                 "name": f.name,
@@ -55,7 +58,7 @@ def expected() -> dict[Path, str]:
     """Each derived file's content as it should be."""
     schema = json.loads(SCHEMA.read_text())
     schema["properties"]["faults"] = faults.helm_faults_schema()
-    return {VOCABULARY: dump(vocabulary()), SCHEMA: dump(schema)}
+    return {VOCABULARY: dump(vocabulary()), SCHEMA: dump(schema), CRD_COPY: CRD.read_text()}
 
 
 def stale() -> list[Path]:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         bad = stale()
         for path in bad:
-            print(f"stale: {path} (run python helm/vocabulary.py)", file=sys.stderr)
+            print(f"stale: {path} (run .venv/bin/python helm/sync.py)", file=sys.stderr)
         return 1 if bad else 0
     for path, text in expected().items():
         path.parent.mkdir(parents=True, exist_ok=True)
