@@ -38,7 +38,9 @@ class RedisCache:
 
     def _failed(self, exc: BaseException) -> None:
         if self.last_error is None:
-            log.warning("redis unavailable, serving without the cache: %s", exc, extra={"error": "redis_down"})
+            log.warning(
+                "redis unavailable, serving without the cache: %s", exc, extra={"error": "redis_down"}
+            )
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._down_until = time.monotonic() + self._retry_after
         metrics.CACHE_ERRORS.labels("redis").inc()
@@ -55,12 +57,13 @@ class RedisCache:
             metrics.CACHE_MISSES.labels("redis").inc()
             return None
         try:
-            value: bytes | None = await self._client.get(key)
+            raw = await self._client.get(key)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             metrics.CACHE_MISSES.labels("redis").inc()
             return None
         self._ok()
+        value = raw.encode() if isinstance(raw, str) else raw
         (metrics.CACHE_HITS if value is not None else metrics.CACHE_MISSES).labels("redis").inc()
         return value
 

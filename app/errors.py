@@ -22,9 +22,7 @@ log = logging.getLogger("payflow.app")
 
 
 class ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, details: list[Any] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, details: list[Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -32,7 +30,9 @@ class ApiError(Exception):
         self.details = details or []
 
 
-def error_body(code: str, message: str, request_id: str | None, details: list[Any] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, request_id: str | None, details: list[Any] | None = None
+) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or [], "requestId": request_id}}
 
 
@@ -40,9 +40,7 @@ def error_response(
     request: Request | None, status: int, code: str, message: str, details: list[Any] | None = None
 ) -> JSONResponse:
     rid = request.scope.get("state", {}).get("request_id") if request is not None else None
-    return JSONResponse(
-        jsonable_encoder(error_body(code, message, rid, details)), status_code=status
-    )
+    return JSONResponse(jsonable_encoder(error_body(code, message, rid, details)), status_code=status)
 
 
 _HTTP_CODES = {

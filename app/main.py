@@ -116,7 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.warning("no kubeconfig and not in a cluster: faults come from the environment only")
             else:
                 services.watcher = ConfigMapWatcher(
-                    api_client, s.namespace, s.faults_configmap, controller.on_configmap_threadsafe, s.watch_timeout_s
+                    api_client,
+                    s.namespace,
+                    s.faults_configmap,
+                    controller.on_configmap_threadsafe,
+                    s.watch_timeout_s,
                 )
                 services.watcher.start()
         app.state.services = services

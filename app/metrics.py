@@ -26,7 +26,9 @@ POOL_TIMEOUTS = Counter("payflow_db_pool_timeouts_total", "Requests that gave up
 
 CACHE_HITS = Counter("payflow_cache_hits_total", "Cache hits.", ["cache"])
 CACHE_MISSES = Counter("payflow_cache_misses_total", "Cache misses.", ["cache"])
-CACHE_ERRORS = Counter("payflow_cache_errors_total", "Cache calls that failed (the API served without it).", ["cache"])
+CACHE_ERRORS = Counter(
+    "payflow_cache_errors_total", "Cache calls that failed (the API served without it).", ["cache"]
+)
 CACHE_ENTRIES = Gauge("payflow_cache_entries", "Entries in the in-process response cache.", ["cache"])
 CACHE_BYTES = Gauge("payflow_cache_bytes", "Bytes held by the in-process response cache.", ["cache"])
 REDIS_UP = Gauge("payflow_redis_up", "1 when the last Redis call succeeded.")

@@ -69,7 +69,10 @@ class RequestMiddleware:
                 {
                     "type": "http.response.start",
                     "status": code,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
                 }
             )
             await send_wrapper({"type": "http.response.body", "body": body})
@@ -90,7 +93,12 @@ class RequestMiddleware:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 await reply(413, "payload_too_large", f"request body over {limit} bytes")
-            elif is_api and svc is not None and not path.startswith(SPARED) and await self._inject(svc, touched, extra, method, path, reply):
+            elif (
+                is_api
+                and svc is not None
+                and not path.startswith(SPARED)
+                and await self._inject(svc, touched, extra, method, path, reply)
+            ):
                 pass
             else:
                 await self.app(scope, receive_limited, send_wrapper)

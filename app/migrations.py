@@ -8,6 +8,7 @@ skipped, and every statement is itself idempotent (``IF NOT EXISTS``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psycopg
 
@@ -38,7 +39,8 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         CREATE INDEX IF NOT EXISTS transactions_created_idx ON transactions (created_at DESC, id DESC);
         CREATE INDEX IF NOT EXISTS transactions_status_idx ON transactions (status, created_at DESC, id DESC);
-        CREATE INDEX IF NOT EXISTS transactions_currency_idx ON transactions (currency, created_at DESC, id DESC);
+        CREATE INDEX IF NOT EXISTS transactions_currency_idx
+            ON transactions (currency, created_at DESC, id DESC);
         CREATE TABLE IF NOT EXISTS transaction_events (
             id bigserial PRIMARY KEY,
             transaction_id uuid NOT NULL REFERENCES transactions (id) ON DELETE CASCADE,
@@ -71,7 +73,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 )
 
 
-async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     """Apply the missing migrations; the versions this call applied. ``conn`` must be in
     autocommit mode (the lock is held across the per-version transactions)."""
     applied_now: list[int] = []
@@ -83,12 +85,12 @@ async def migrate(conn: psycopg.AsyncConnection[object]) -> list[int]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         cur = await conn.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in await cur.fetchall()}  # type: ignore[index]
+        done = {row[0] for row in await cur.fetchall()}
         for version, name, sql in MIGRATIONS:
             if version in done:
                 continue
             async with conn.transaction():
-                await conn.execute(sql)  # type: ignore[arg-type]
+                await conn.execute(sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
                 )

@@ -7,7 +7,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from payflow.app import payments
 from payflow.app.currencies import CURRENCIES
@@ -34,11 +42,15 @@ class TransactionCreate(BaseModel):
         },
     )
 
-    amount: Annotated[str | int, Field(description="Decimal string, e.g. \"12.50\"; at most the currency's minor units.")]
+    amount: Annotated[
+        str | int, Field(description='Decimal string, e.g. "12.50"; at most the currency\'s minor units.')
+    ]
     currency: Annotated[str, Field(min_length=3, max_length=3, description="ISO 4217 code, e.g. EUR.")]
     merchant_ref: Annotated[str, Field(max_length=64)]
     customer_ref: Annotated[str, Field(max_length=64)]
-    card_token: Annotated[str, Field(max_length=64, description="A vault token (tok_...); raw card numbers are refused.")]
+    card_token: Annotated[
+        str, Field(max_length=64, description="A vault token (tok_...); raw card numbers are refused.")
+    ]
     description: Annotated[str | None, Field(max_length=200)] = None
     _decimal: Decimal = PrivateAttr(default=Decimal(0))
 

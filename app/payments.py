@@ -98,7 +98,7 @@ def check_amount(amount: Decimal, currency: Currency) -> Decimal:
 def parse_amount(raw: Any) -> Decimal:
     """An amount given as a JSON string or number (never through float)."""
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
-        raise ValueError("amount must be a decimal string such as \"12.50\" (or an integer)")
+        raise ValueError('amount must be a decimal string such as "12.50" (or an integer)')
     try:
         return Decimal(raw.strip() if isinstance(raw, str) else raw)
     except InvalidOperation:

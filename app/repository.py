@@ -38,6 +38,7 @@ class NewTransaction:
     decision: Decision
 
 
+# Only the constant column list is interpolated; every value is a parameter.
 _INSERT = f"""
 WITH tx AS (
     INSERT INTO transactions (idempotency_key, request_hash, amount, currency, merchant_ref,
@@ -53,7 +54,7 @@ WITH tx AS (
     SELECT id, status, decline_reason, decided_at FROM tx
 )
 SELECT {_COLUMNS}, true AS created FROM tx
-"""
+"""  # noqa: S608
 
 
 async def insert_transaction(conn: Conn, new: NewTransaction) -> tuple[Row, bool]:
@@ -81,7 +82,8 @@ async def insert_transaction(conn: Conn, new: NewTransaction) -> tuple[Row, bool
             row.pop("created", None)
             return row, True
         await cur.execute(
-            f"SELECT {_COLUMNS} FROM transactions WHERE idempotency_key = %s", (new.idempotency_key,)
+            f"SELECT {_COLUMNS} FROM transactions WHERE idempotency_key = %s",  # noqa: S608
+            (new.idempotency_key,),
         )
         existing = await cur.fetchone()
         if existing is None:  # only if the row was deleted between the two statements
@@ -91,14 +93,15 @@ async def insert_transaction(conn: Conn, new: NewTransaction) -> tuple[Row, bool
 
 async def get_transaction(conn: Conn, tx_id: UUID) -> Row | None:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} FROM transactions WHERE id = %s", (tx_id,))
+        await cur.execute(f"SELECT {_COLUMNS} FROM transactions WHERE id = %s", (tx_id,))  # noqa: S608
         return await cur.fetchone()
 
 
 async def transaction_events(conn: Conn, tx_id: UUID) -> list[Row]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT status, reason, at FROM transaction_events WHERE transaction_id = %s ORDER BY id", (tx_id,)
+            "SELECT status, reason, at FROM transaction_events WHERE transaction_id = %s ORDER BY id",
+            (tx_id,),
         )
         return await cur.fetchall()
 
@@ -131,13 +134,13 @@ async def list_transactions(
     if created_to is not None:
         where.append("created_at < %s")
         params.append(created_to)
-    sql = f"SELECT {_COLUMNS} FROM transactions"
+    sql = f"SELECT {_COLUMNS} FROM transactions"  # noqa: S608 - constant columns; values are parameters
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
     params.append(limit)
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)  # type: ignore[arg-type]
+        await cur.execute(sql, params)
         return await cur.fetchall()
 
 
@@ -152,10 +155,13 @@ async def transaction_totals(conn: Conn) -> list[Row]:
         return await cur.fetchall()
 
 
-async def insert_fault_transitions(conn: Conn, transitions: list[Transition], replica: str, release: str) -> None:
+async def insert_fault_transitions(
+    conn: Conn, transitions: list[Transition], replica: str, release: str
+) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
-            "INSERT INTO fault_transitions (at, fault, change, params, previous, source, incidents, replica, release)"
+            "INSERT INTO fault_transitions"
+            " (at, fault, change, params, previous, source, incidents, replica, release)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
@@ -188,13 +194,16 @@ async def fault_history(
     if release is not None:
         where.append("release = %s")
         params.append(release)
-    sql = "SELECT id, at, fault, change, params, previous, source, incidents, replica, release FROM fault_transitions"
+    sql = (
+        "SELECT id, at, fault, change, params, previous, source, incidents, replica, release"
+        " FROM fault_transitions"
+    )
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY at DESC, id DESC LIMIT %s"
     params.append(limit)
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)  # type: ignore[arg-type]
+        await cur.execute(sql, params)
         return await cur.fetchall()
 
 

@@ -52,38 +52,52 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYFLOW_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/payflow", validation_alias=AliasChoices("DATABASE_URL")
+        default="postgresql://postgres@127.0.0.1:5432/payflow", validation_alias=AliasChoices("DATABASE_URL")
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL"))
-    release: str = Field("payflow", description="The Helm release: the faults ConfigMap is <release>-faults.")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL"))
+    release: str = Field(
+        default="payflow", description="The Helm release: the faults ConfigMap is <release>-faults."
+    )
     namespace: str = Field(default_factory=_default_namespace)
-    kubeconfig: str | None = Field(None, validation_alias=AliasChoices("KUBECONFIG"))
+    kubeconfig: str | None = Field(default=None, validation_alias=AliasChoices("KUBECONFIG"))
     watch_faults: bool = True
     host: str = "0.0.0.0"  # noqa: S104 - a pod listens on all its interfaces
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
     replica: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or os.uname().nodename)
 
     # PostgreSQL pool
-    db_pool_min: int = Field(2, ge=0, le=100)
-    db_pool_max: int = Field(10, ge=1, le=200)
-    db_pool_timeout_s: float = Field(5.0, gt=0, le=300, description="Longest wait for a pool connection.")
-    db_statement_timeout_ms: int = Field(10000, ge=0, description="PostgreSQL statement_timeout.")
-    db_connect_timeout_s: float = Field(5.0, gt=0)
+    db_pool_min: int = Field(default=2, ge=0, le=100)
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+    db_pool_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="Longest wait for a pool connection."
+    )
+    db_statement_timeout_ms: int = Field(default=10000, ge=0, description="PostgreSQL statement_timeout.")
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
 
     # Redis cache
-    redis_timeout_s: float = Field(0.25, gt=0, description="Socket timeout of every Redis call.")
-    redis_retry_after_s: float = Field(2.0, ge=0, description="How long the cache skips Redis after a failure.")
-    stats_ttl_s: float = Field(2.0, gt=0, description="How long GET /api/stats is cached in Redis.")
-    lookup_ttl_s: int = Field(60, ge=1, description="How long a looked-up transaction is cached in Redis.")
-    response_cache_entries: int = Field(1024, ge=1, description="In-process cache of recent lookups.")
+    redis_timeout_s: float = Field(default=0.25, gt=0, description="Socket timeout of every Redis call.")
+    redis_retry_after_s: float = Field(
+        default=2.0, ge=0, description="How long the cache skips Redis after a failure."
+    )
+    stats_ttl_s: float = Field(default=2.0, gt=0, description="How long GET /api/stats is cached in Redis.")
+    lookup_ttl_s: int = Field(
+        default=60, ge=1, description="How long a looked-up transaction is cached in Redis."
+    )
+    response_cache_entries: int = Field(default=1024, ge=1, description="In-process cache of recent lookups.")
 
-    max_body_bytes: int = Field(16384, ge=256, description="Largest request body accepted.")
+    max_body_bytes: int = Field(default=16384, ge=256, description="Largest request body accepted.")
 
     # Fault injection
-    oom_ceiling_mb: int = Field(256, ge=32, description="Safe memory ceiling of the OOM fault without a cgroup limit.")
-    oom_cgroup_dir: str = Field("/sys/fs/cgroup", description="Where the cgroup memory limit is read.")
-    watch_timeout_s: int = Field(240, ge=1, description="Server-side timeout of one ConfigMap watch request.")
+    oom_ceiling_mb: int = Field(
+        default=256, ge=32, description="Safe memory ceiling of the OOM fault without a cgroup limit."
+    )
+    oom_cgroup_dir: str = Field(
+        default="/sys/fs/cgroup", description="Where the cgroup memory limit is read."
+    )
+    watch_timeout_s: int = Field(
+        default=240, ge=1, description="Server-side timeout of one ConfigMap watch request."
+    )
 
     fault_env: dict[str, str] = Field(
         default_factory=_fault_env,

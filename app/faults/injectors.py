@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -201,7 +202,7 @@ class ConnectionHolder:
     """The DB timeout fault: tasks that take pool connections and keep each in a long
     transaction (``holdSeconds``), release it, and take one again."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:  # type: ignore[type-arg]
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -218,7 +219,9 @@ class ConnectionHolder:
         hold, count = wanted
         n = count or self.pool.max_size
         self._stop = asyncio.Event()
-        self._tasks = [asyncio.create_task(self._hold(hold, self._stop), name=f"db-hold-{i}") for i in range(n)]
+        self._tasks = [
+            asyncio.create_task(self._hold(hold, self._stop), name=f"db-hold-{i}") for i in range(n)
+        ]
 
     async def stop(self) -> None:
         self._stop.set()

@@ -103,7 +103,9 @@ class ConfigMapWatcher:
                     cm = listed.items[0]
                     self.on_event(
                         ConfigMapEvent(
-                            "LISTED", dict(cm.data or {}), dict(cm.metadata.annotations or {}),
+                            "LISTED",
+                            dict(cm.data or {}),
+                            dict(cm.metadata.annotations or {}),
                             cm.metadata.resource_version,
                         )
                     )

@@ -32,5 +32,3 @@ async def history(
     wanted: str | None = settings.release if release is None else (None if release == "*" else release)
     rows = await repository.fault_history(conn, limit=limit, since=since, fault=fault, release=wanted)
     return {"items": rows}
-
-

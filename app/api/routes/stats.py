@@ -29,7 +29,10 @@ def build_stats(rows: list[dict[str, Any]], windows: list[dict[str, Any]], repli
         by_status[r["status"]] = by_status.get(r["status"], 0) + r["count"]
         entry = by_currency.setdefault(currency, {"count": 0, "by_status": {}})
         entry["count"] += r["count"]
-        entry["by_status"][r["status"]] = {"count": r["count"], "volume": format_amount(r["volume"], currency)}
+        entry["by_status"][r["status"]] = {
+            "count": r["count"],
+            "volume": format_amount(r["volume"], currency),
+        }
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "transactions": {

@@ -95,7 +95,9 @@ async def list_transactions(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-    return _json({"items": [transaction_json(r) for r in rows], "next_cursor": next_cursor, "limit": limit}, 200)
+    return _json(
+        {"items": [transaction_json(r) for r in rows], "next_cursor": next_cursor, "limit": limit}, 200
+    )
 
 
 @router.get("/{transaction_id}", response_model=TransactionPublic, summary="One transaction, with its events")

@@ -73,7 +73,9 @@ def start_app(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Sta
         servers.append(server)
         proc.start()
         if wait:
-            proc.wait_ready(lambda: httpx.get(f"{server.url}/health", timeout=1).status_code == 200, timeout=60)
+            proc.wait_ready(
+                lambda: httpx.get(f"{server.url}/health", timeout=1).status_code == 200, timeout=60
+            )
         return server
 
     yield start

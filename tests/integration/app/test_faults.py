@@ -14,26 +14,43 @@ from tests.integration.app.support import cpu_rate, rss_bytes
 from tests.support import wait_for
 
 
-def test_error_rate_fails_that_share_of_requests_before_any_write(start_app: StartApp, postgres_url: str) -> None:
+def _answer(client: httpx.Client, path: str, statuses: set[int]) -> httpx.Response | None:
+    r = client.get(path)
+    return r if r.status_code in statuses else None
+
+
+def test_error_rate_fails_that_share_of_requests_before_any_write(
+    start_app: StartApp, postgres_url: str
+) -> None:
     app = start_app({"INJECT_ERROR_RATE": "0.3"})
     statuses = [app.client.get("/api/stats").status_code for _ in range(1000)]
     failed = statuses.count(500)
     assert 250 <= failed <= 350, f"{failed} of 1000 failed"
     assert set(statuses) <= {200, 500}
-    r = wait_for(lambda: (r := app.client.get("/api/stats")).status_code == 500 and r, 10, "an injected 500")
+    r = wait_for(lambda: _answer(app.client, "/api/stats", {500}), 10, "an injected 500")
     assert r.json()["error"]["code"] == "internal_error"
-    assert '"level":"ERROR"' in app.log and '"injected_error"' in app.log
+    assert '"level":"ERROR"' in app.log
+    assert '"injected_error"' in app.log
     # no write happens before the failure: a failed POST leaves no row behind
     key = f"err-{time.monotonic_ns()}"
-    body = {"amount": "1.00", "currency": "EUR", "merchant_ref": "m", "customer_ref": "c", "card_token": "tok_visa_4242"}
+    body = {
+        "amount": "1.00",
+        "currency": "EUR",
+        "merchant_ref": "m",
+        "customer_ref": "c",
+        "card_token": "tok_visa_4242",
+    }
     statuses = [
         app.client.post("/api/transactions", json=body, headers={"Idempotency-Key": f"{key}-{i}"}).status_code
         for i in range(40)
     ]
     assert set(statuses) == {201, 500}
     with psycopg.connect(postgres_url) as conn:
-        row = conn.execute("SELECT count(*) FROM transactions WHERE idempotency_key LIKE %s", (f"{key}-%",)).fetchone()
-    assert row is not None and row[0] == statuses.count(201)
+        row = conn.execute(
+            "SELECT count(*) FROM transactions WHERE idempotency_key LIKE %s", (f"{key}-%",)
+        ).fetchone()
+    assert row is not None
+    assert row[0] == statuses.count(201)
     assert app.client.get("/health").status_code == 200  # probes are spared
 
 
@@ -62,7 +79,7 @@ def test_db_timeout_exhausts_the_pool(start_app: StartApp) -> None:
         }
     )
     r = wait_for(
-        lambda: (r := app.client.get("/api/transactions")).status_code in (503, 504) and r,
+        lambda: _answer(app.client, "/api/transactions", {503, 504}),
         20,
         "the API to answer 503/504",
     )

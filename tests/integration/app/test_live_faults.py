@@ -15,7 +15,9 @@ from tests.integration.app.conftest import StartApp
 from tests.support import wait_for
 
 
-def _patch(core: Any, ns: str, name: str, data: dict[str, str], annotations: dict[str, str] | None = None) -> None:
+def _patch(
+    core: Any, ns: str, name: str, data: dict[str, str], annotations: dict[str, str] | None = None
+) -> None:
     body: dict[str, Any] = {"data": data}
     if annotations is not None:
         body["metadata"] = {"annotations": annotations}
@@ -41,7 +43,9 @@ def test_configmap_changes_reach_the_app(
         },
         release=release,
     )
-    wait_for(lambda: app.client.get("/api/config").json()["configmap"]["connected"], 10, "the watch to connect")
+    wait_for(
+        lambda: app.client.get("/api/config").json()["configmap"]["connected"], 10, "the watch to connect"
+    )
 
     # a valid change: in force within 1 s, with its incident
     sources = {"latency": [{"incident": "checkout-latency", "expiresAt": "2030-01-01T00:00:00Z"}]}
@@ -63,9 +67,11 @@ def test_configmap_changes_reach_the_app(
     rejected = wait_for(
         lambda: app.client.get("/api/config").json()["last_rejected"], 5, "the rejection in /api/config"
     )
-    assert "INJECT_LATENCY_MS" in rejected["reason"] and rejected["source"] == "configmap"
+    assert "INJECT_LATENCY_MS" in rejected["reason"]
+    assert rejected["source"] == "configmap"
     config = app.client.get("/api/config").json()
-    assert config["faults"]["latency"]["active"] is True and config["faults"]["latency"]["params"]["delayMs"] == 30
+    assert config["faults"]["latency"]["active"] is True
+    assert config["faults"]["latency"]["params"]["delayMs"] == 30
     assert 'payflow_fault_config_rejections_total{source="configmap"} 1.0' in app.client.get("/metrics").text
     assert "rejected fault configuration" in app.log
 
@@ -75,9 +81,11 @@ def test_configmap_changes_reach_the_app(
         lambda: not app.client.get("/api/config").json()["faults"]["latency"]["active"], 5, "latency off"
     )
     history = wait_for(
-        lambda: (h := app.client.get("/api/faults/history", params={"fault": "latency"}).json()["items"])
-        and len(h) >= 2
-        and h,
+        lambda: (
+            (h := app.client.get("/api/faults/history", params={"fault": "latency"}).json()["items"])
+            and len(h) >= 2
+            and h
+        ),
         5,
         "two transitions in the history",
     )
@@ -87,10 +95,12 @@ def test_configmap_changes_reach_the_app(
     assert history[1]["params"] == {"delayMs": 30, "jitterMs": 0}
     since = history[0]["at"]
     newer = app.client.get("/api/faults/history", params={"since": since, "limit": 1}).json()["items"]
-    assert len(newer) == 1 and newer[0]["change"] == "off"
+    assert len(newer) == 1
+    assert newer[0]["change"] == "off"
     # secrets never appear
     text = app.client.get("/api/config").text
     for url in (postgres_url, redis_url):
         password = urlsplit(url).password
-        assert password and password not in text
+        assert password
+        assert password not in text
     assert "***" in text
