@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local stack needs, only those missing:
-# PostgreSQL and Redis servers (and, for the browser test, Chromium).
+# PostgreSQL and Redis servers, and Chromium for the dashboard's browser test.
 set -euo pipefail
 
 need=()
@@ -9,9 +9,10 @@ have_pg || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
 # initdb, pg_ctl and psql come with the server package; the client for scripts:
 command -v psql >/dev/null || need+=(postgresql-client)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
 
 if [[ ${#need[@]} -eq 0 ]]; then
-  echo "[tools] system packages: present (postgresql, redis-server)" >&2
+  echo "[tools] system packages: present (postgresql, redis-server, chromium)" >&2
   exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
