@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of an ascending list (None when empty)."""
     if not sorted_values:
         return None
-    rank = max(1, min(len(sorted_values), round(q * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(q * len(sorted_values) - 1e-9)))
     return sorted_values[rank - 1]
 
 
