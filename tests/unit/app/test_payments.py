@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from payflow.app import payments
-from payflow.app.currencies import CURRENCIES
+from payflow.app.currencies import CURRENCIES, Currency
 from payflow.app.payments import Status
 
 EUR, JPY, BHD = CURRENCIES["EUR"], CURRENCIES["JPY"], CURRENCIES["BHD"]
@@ -49,7 +49,7 @@ def test_contains_card_number(text: str, found: bool) -> None:
         (7, EUR, Decimal("7.00")),
     ],
 )
-def test_amounts_in_minor_units(raw: str | int, currency: payments.Currency, expected: Decimal) -> None:
+def test_amounts_in_minor_units(raw: str | int, currency: Currency, expected: Decimal) -> None:
     amount = payments.check_amount(payments.parse_amount(raw), currency)
     assert amount == expected
     assert str(amount) == str(expected)
@@ -67,7 +67,7 @@ def test_amounts_in_minor_units(raw: str | int, currency: payments.Currency, exp
         ("1e20", EUR, "below"),
     ],
 )
-def test_bad_amounts(raw: str, currency: payments.Currency, message: str) -> None:
+def test_bad_amounts(raw: str, currency: Currency, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         payments.check_amount(payments.parse_amount(raw), currency)
 
