@@ -1,0 +1,192 @@
+"""The kopf registrations: thin. Each one asks for a reconcile of a target and, when it must
+know the outcome (an incident's own handlers), waits for it. Decisions live in ``core``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from payflow import naming
+from payflow.operator import core
+from payflow.operator.kube import Kube, new_api_client
+from payflow.operator.metrics import HttpServer, Metrics
+from payflow.operator.reconciler import Reconciler, TargetKey, TargetWorkers
+from payflow.operator.settings import OperatorSettings
+
+INCIDENTS = (naming.GROUP, naming.VERSION, naming.PLURAL)
+CONFIGMAPS = ("v1", "configmaps")
+DEPLOYMENTS = ("apps", "v1", "deployments")
+NAMESPACES = ("v1", "namespaces")
+RECONCILE_RETRY = 2.0
+
+
+@dataclass
+class Runtime:
+    """What the handlers share, kept in kopf's memo."""
+
+    settings: OperatorSettings
+    kube: Kube
+    metrics: Metrics
+    reconciler: Reconciler
+    workers: TargetWorkers
+    http: HttpServer
+    opted_in: dict[str, bool] = field(default_factory=dict)
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime: Runtime = memo["runtime"]
+    return runtime
+
+
+def _post_event(ref: dict[str, Any], event: core.Event) -> None:
+    kopf.event(
+        kopf.Body(cast(kopf.RawBody, ref)), type=event.type, reason=event.reason, message=event.message[:1000]
+    )
+
+
+# All kopf settings in one place; then the shared runtime and the /healthz + /metrics server.
+@kopf.on.startup(id="configure")
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    ours: OperatorSettings = memo["settings"]
+    settings.peering.standalone = True  # one replica (the chart's Deployment), no peering objects
+    settings.persistence.finalizer = naming.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{naming.GROUP}")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=f"operator.{naming.GROUP}", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # only our explicit Events, not kopf's log lines
+    settings.posting.reporting_component = "payflow-operator"
+    settings.posting.event_name_prefix = "payflow-"
+    settings.watching.server_timeout = 270  # below the API server's default request timeout
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = 4
+    # Watch only what a release labels as its faults ConfigMap and app Deployment.
+    settings.watching.label_selectors[CONFIGMAPS] = f"{naming.COMPONENT_LABEL}={naming.FAULTS_COMPONENT}"
+    settings.watching.label_selectors[DEPLOYMENTS] = f"{naming.COMPONENT_LABEL}={naming.APP_COMPONENT}"
+
+    kube = Kube(new_api_client())
+    metrics = Metrics()
+    reconciler = Reconciler(kube, metrics, _post_event)
+    workers = TargetWorkers(
+        reconciler, pending_recheck=ours.pending_recheck_seconds, resync=ours.resync_seconds
+    )
+    reconciler.workers = workers
+    http = HttpServer(metrics, ours.operator_host, ours.operator_port)
+    await http.start()
+    memo["runtime"] = Runtime(ours, kube, metrics, reconciler, workers, http)
+
+
+@kopf.on.cleanup(id="shutdown")
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    runtime = memo.get("runtime")
+    if isinstance(runtime, Runtime):
+        await runtime.workers.close()
+        await runtime.http.stop()
+        runtime.kube.close()
+
+
+# Which targets have incidents: lets the ConfigMap, Deployment and Namespace watches find the
+# targets a change concerns without listing anything.
+@kopf.index(*INCIDENTS, id="by_target")  # the kwarg name of the index
+def by_target(namespace: str | None, spec: kopf.Spec, name: str, **_: Any) -> dict[TargetKey, str]:
+    return {(namespace or "", str(spec.get("target", ""))): name}
+
+
+async def _reconcile(memo: kopf.Memo, namespace: str | None, spec: kopf.Spec) -> None:
+    try:
+        await _runtime(memo).workers.reconcile((namespace or "", str(spec.get("target", ""))))
+    except Exception as exc:
+        raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=RECONCILE_RETRY) from exc
+
+
+# A new, changed or (after a restart) resumed incident: its target is reconciled, which sets
+# its phase and merges its faults; a resumed incident whose time ran out ends at once.
+@kopf.on.resume(*INCIDENTS, id="reconcile")
+@kopf.on.create(*INCIDENTS, id="reconcile")
+@kopf.on.update(*INCIDENTS, id="reconcile")
+async def reconcile_incident(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile(memo, namespace, spec)
+
+
+# The finalizer's work: the target is reconciled without the deleted incident (its faults are
+# cleared) before the finalizer goes and the object disappears.
+@kopf.on.delete(*INCIDENTS, id="clear-faults")
+async def clear_faults(
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    await _reconcile(memo, namespace, spec)
+    if status.get("phase") == core.Phase.ACTIVE.value:
+        incident = core.Incident.from_body(body)
+        event = core.Event(
+            "Normal", "Cleared", f"Deleted: {status.get('faultNames', '')} cleared on {incident.target}."
+        )
+        _runtime(memo).reconciler.announce(incident, event, (), incident.namespace)
+
+
+# The phase gauge follows what the API server says.
+@kopf.on.event(*INCIDENTS, id="count-phases")
+async def count_phases(
+    event: kopf.RawEvent, namespace: str | None, name: str, status: kopf.Status, memo: kopf.Memo, **_: Any
+) -> None:
+    runtime = memo.get("runtime")
+    if isinstance(runtime, Runtime):
+        runtime.metrics.phases.record(
+            namespace or "", name, status.get("phase"), gone=event.get("type") == "DELETED"
+        )
+
+
+# A faults ConfigMap changed: a manual edit of an owned key is put back; a new one activates
+# the incidents that were Pending for it. Our own writes are recognised and skipped.
+@kopf.on.event(*CONFIGMAPS, id="watch-faults-configmap")
+async def faults_configmap_changed(
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    by_target: kopf.Index[TargetKey, str] = kwargs["by_target"]
+    runtime = _runtime(memo)
+    for key in list(by_target):
+        ours = runtime.reconciler.written_versions.get(key) == meta.get("resourceVersion")
+        if key[0] == namespace and naming.faults_configmap_name(key[1]) == name and not ours:
+            runtime.workers.poke(key)
+
+
+# An app Deployment appeared or changed: rollout incidents wait for it, and its pod-template
+# stamp is kept as the incidents want it.
+@kopf.on.event(*DEPLOYMENTS, id="watch-app-deployment")
+async def app_deployment_changed(
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    by_target: kopf.Index[TargetKey, str] = kwargs["by_target"]
+    key = (namespace or "", str(labels.get(naming.INSTANCE_LABEL, "")))
+    if key in by_target:
+        _runtime(memo).workers.poke(key)
+
+
+# A namespace opted in or out: its incidents become Active, or Refused (and cleared).
+@kopf.on.event(*NAMESPACES, id="watch-namespace-opt-in")
+async def namespace_changed(name: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    by_target: kopf.Index[TargetKey, str] = kwargs["by_target"]
+    runtime = _runtime(memo)
+    opted_in = labels.get(naming.OPT_IN_LABEL) == naming.OPT_IN_VALUE
+    if runtime.opted_in.get(name, opted_in) != opted_in:
+        for key in list(by_target):
+            if key[0] == name:
+                runtime.workers.poke(key)
+    runtime.opted_in[name] = opted_in

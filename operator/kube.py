@@ -1,0 +1,156 @@
+"""The operator's I/O: the few API calls one target reconcile makes.
+
+The official client is synchronous; its calls run in a small thread pool of their own, so the
+kopf event loop never blocks. Bodies are read as plain JSON (``_preload_content=False``): the
+pure core takes dicts, and skipping the model classes saves CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from payflow import naming
+
+T = TypeVar("T")
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read again and decide again."""
+
+
+def new_api_client(kubeconfig: str | None = None) -> Any:
+    """An ApiClient from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else in-cluster."""
+    try:
+        return config.new_client_from_config(config_file=kubeconfig)
+    except config.ConfigException:
+        if kubeconfig:
+            raise
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+class Kube:
+    """Typed wrappers of the calls the operator needs (see the RBAC in docs/incidents.md)."""
+
+    def __init__(self, api_client: Any, workers: int = 8) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.api_client.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(str(exc.reason)) from exc
+            raise
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def namespace_opted_in(self, namespace: str) -> bool:
+        body = _json(await self._run(self.core.read_namespace, namespace, _preload_content=False))
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return bool(labels.get(naming.OPT_IN_LABEL) == naming.OPT_IN_VALUE)
+
+    async def list_incidents(self, namespace: str) -> list[dict[str, Any]]:
+        body = _json(
+            await self._run(
+                self.custom.list_namespaced_custom_object,
+                naming.GROUP,
+                naming.VERSION,
+                namespace,
+                naming.PLURAL,
+                _preload_content=False,
+            )
+        )
+        return list(body.get("items") or [])
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                _json(
+                    await self._run(
+                        self.core.read_namespaced_config_map, name, namespace, _preload_content=False
+                    )
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list_deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        body = _json(
+            await self._run(
+                self.apps.list_namespaced_deployment,
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+            )
+        )
+        return list(body.get("items") or [])
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def patch_configmap(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        """Merge-patch the ConfigMap; its new resourceVersion. A resourceVersion in the patch
+        makes it conditional (Conflict when the ConfigMap changed since it was read)."""
+        body = _json(
+            await self._run(
+                self.core.patch_namespaced_config_map,
+                name,
+                namespace,
+                patch,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        )
+        return str(body["metadata"]["resourceVersion"])
+
+    async def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self._run(
+            self.apps.patch_namespaced_deployment,
+            name,
+            namespace,
+            patch,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+
+    async def patch_incident_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self._run(
+                self.custom.patch_namespaced_custom_object_status,
+                naming.GROUP,
+                naming.VERSION,
+                namespace,
+                naming.PLURAL,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing left to describe
+                raise
