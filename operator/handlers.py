@@ -128,10 +128,12 @@ async def clear_faults(
     await _reconcile(memo, namespace, spec)
     if status.get("phase") == core.Phase.ACTIVE.value:
         incident = core.Incident.from_body(body)
+        reconciler = _runtime(memo).reconciler
+        deployments = reconciler.deployments.get((incident.namespace, incident.target), ())
         event = core.Event(
             "Normal", "Cleared", f"Deleted: {status.get('faultNames', '')} cleared on {incident.target}."
         )
-        _runtime(memo).reconciler.announce(incident, event, (), incident.namespace)
+        reconciler.announce(incident, event, deployments, incident.namespace)
 
 
 # The phase gauge follows what the API server says.

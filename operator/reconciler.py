@@ -150,6 +150,8 @@ class Reconciler:
         # The resourceVersion of our own last ConfigMap write per target: its watch event is
         # ours, not a manual edit, and needs no reconcile.
         self.written_versions: dict[TargetKey, str] = {}
+        # The app Deployments each target had at its last reconcile (for the Events of deletion).
+        self.deployments: dict[TargetKey, tuple[core.Deployment, ...]] = {}
         self.workers: TargetWorkers  # set by the runtime
 
     async def __call__(self, key: TargetKey) -> datetime | None:
@@ -190,6 +192,7 @@ class Reconciler:
             deployments=tuple(core.Deployment.from_body(b) for b in dep_bodies),
         )
         plan = core.plan_target(target, incidents, self.clock())
+        self.deployments[key] = target.deployments
 
         if plan.configmap_patch is not None and target.configmap is not None:
             version = await self.kube.patch_configmap(namespace, target.configmap.name, plan.configmap_patch)
@@ -212,6 +215,7 @@ class Reconciler:
         if not incidents:
             self.workers.forget(key)
             self.written_versions.pop(key, None)
+            self.deployments.pop(key, None)
         return plan.wake_at
 
     def announce(
