@@ -43,11 +43,11 @@ class Operator:
     namespace: str
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
             return str(resp.read().decode())
 
     def healthy(self) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:
             return bool(resp.status == 200)
 
     def start(self) -> None:

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from payflow import naming
 from tests.integration.operator.conftest import BASELINE, REPO, Cluster, Operator, expected, incident
 from tests.support import wait_for
 
 FAULTS = {"latency": {"delayMs": 700}}
-ROLLOUT = {"oom": {}}
+ROLLOUT: dict[str, Any] = {"oom": {}}
 
 
 def _cleanup(kubeconfig: Path, namespace: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -40,7 +41,8 @@ def test_cleanup_with_the_operator_running(operator: Operator, release: Cluster,
 
     proc = _cleanup(kubeconfig, release.namespace, timeout=20)
     assert "the operator cleared them" in proc.stdout
-    assert release.incident("one") is None and release.incident("two") is None
+    assert release.incident("one") is None
+    assert release.incident("two") is None
     assert release.incident("other-release") is not None  # another release's incident stays
     assert release.faults() == BASELINE
     assert naming.DIGEST_ANNOTATION not in _stamp(release)

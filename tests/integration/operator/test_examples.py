@@ -27,7 +27,8 @@ def test_examples_cover_every_fault_one_by_one_and_combined() -> None:
     assert singles == set(vocab.BY_NAME)
     assert any(len(m["spec"]["faults"]) > 1 for m in map(_load, EXAMPLES))
     caching = _load(REPO / "examples" / "incidents" / "caching-incident.yaml")
-    assert caching["spec"]["delivery"] == "rollout" and set(caching["spec"]["faults"]) == {"oom"}
+    assert caching["spec"]["delivery"] == "rollout"
+    assert set(caching["spec"]["faults"]) == {"oom"}
     assert (caching["metadata"]["namespace"], caching["spec"]["target"]) == ("demo", "payflow")
 
 

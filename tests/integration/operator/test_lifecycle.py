@@ -34,7 +34,8 @@ def test_apply_injects_and_status_is_active(operator: Operator, release: Cluster
     )
     status = body["status"]
     activated, expires = parse_time(status["activatedAt"]), parse_time(status["expiresAt"])
-    assert activated is not None and expires is not None
+    assert activated is not None
+    assert expires is not None
     assert abs((datetime.now(UTC) - activated).total_seconds()) < 30
     assert (expires - activated).total_seconds() == 15 * 60
     assert status["observedGeneration"] == body["metadata"]["generation"]
@@ -92,7 +93,8 @@ def test_short_duration_expires_and_clears(operator: Operator, release: Cluster)
     )
     status = release.incident("blip")["status"]  # type: ignore[index]
     ended = parse_time(status["endedAt"])
-    assert ended is not None and ended >= expires_at
+    assert ended is not None
+    assert ended >= expires_at
     assert {c["type"]: c["reason"] for c in status["conditions"]}["Injected"] == "Expired"
     wait_for(lambda: "Expired" in release.event_reasons("blip"), 10, "an Expired event")
 

@@ -27,6 +27,11 @@ def _newest(cluster: Cluster) -> dict[str, Any] | None:
     return max(sets, key=lambda rs: int(rs["metadata"]["annotations"].get(REVISION, "0")))
 
 
+def _at_revision(cluster: Cluster, revision: int) -> dict[str, Any] | None:
+    rs = _newest(cluster)
+    return rs if rs is not None and _revision(rs) == revision else None
+
+
 def _revision(rs: dict[str, Any]) -> int:
     return int(rs["metadata"]["annotations"][REVISION])
 
@@ -50,7 +55,7 @@ def test_rollout_makes_a_revision_and_ending_rolls_back(operator: Operator, rele
     assert stamp[naming.ROLLOUT_INCIDENTS_ANNOTATION] == "caching-incident"
     assert stamp[naming.DIGEST_ANNOTATION] == expected(OOM).digest()
 
-    bad = wait_for(lambda: (rs := _newest(release)) and _revision(rs) == 2 and rs, 20, "revision 2")
+    bad = wait_for(lambda: _at_revision(release, 2), 20, "revision 2")
     assert bad["metadata"]["name"] != baseline_rs["metadata"]["name"]
     assert (
         bad["spec"]["template"]["metadata"]["annotations"][naming.DIGEST_ANNOTATION]
@@ -58,7 +63,7 @@ def test_rollout_makes_a_revision_and_ending_rolls_back(operator: Operator, rele
     )
 
     release.delete(naming.PLURAL, "caching-incident", wait=True)
-    good = wait_for(lambda: (rs := _newest(release)) and _revision(rs) == 3 and rs, 20, "revision 3")
+    good = wait_for(lambda: _at_revision(release, 3), 20, "revision 3")
     # The original ReplicaSet came back as the newest revision: the template is the baseline's.
     assert good["metadata"]["name"] == baseline_rs["metadata"]["name"]
     assert _template(good) == _template(baseline_rs)
