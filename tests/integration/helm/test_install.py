@@ -49,6 +49,12 @@ def test_install_creates_every_object(installed: Release, kubectl: Kubectl) -> N
         assert body is not None, f"{kind}/{name} was not created"
         assert body["metadata"]["annotations"]["meta.helm.sh/release-name"] == installed.name
 
+    # NOTES.txt tells the next commands.
+    notes = installed.helm("status", installed.name, "-n", installed.namespace).stdout
+    assert f"kubectl -n {installed.namespace} apply -f examples/incidents/latency.yaml" in notes
+    assert f"kubectl -n {installed.namespace} get pfi" in notes
+    assert "values-buggy.yaml" in notes
+
     # The CRD from the chart's crds/ is there and served.
     crd = installed.get("crd", f"{naming.PLURAL}.{naming.GROUP}", namespaced=False)
     assert crd is not None
