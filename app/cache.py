@@ -6,6 +6,7 @@ failure the cache leaves Redis alone for ``retry_after`` seconds, so an outage c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -149,3 +150,19 @@ class ResponseCache:
     @property
     def total_bytes(self) -> int:
         return self.bytes + self.leaked_bytes
+
+
+class LocalCopy:
+    """One value kept in process for a short time, with a lock for a single computation."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self._value: bytes | None = None
+        self._until = 0.0
+
+    def fresh(self) -> bytes | None:
+        return self._value if time.monotonic() < self._until else None
+
+    def store(self, value: bytes, ttl_s: float) -> None:
+        self._value = value
+        self._until = time.monotonic() + ttl_s

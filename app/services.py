@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from payflow.app.cache import RedisCache, ResponseCache
+from payflow.app.cache import LocalCopy, RedisCache, ResponseCache
 from payflow.app.faults.controller import FaultController
 from payflow.app.faults.injectors import MemoryLeak
 from payflow.app.faults.watcher import ConfigMapWatcher
@@ -26,4 +26,5 @@ class Services:
     faults: FaultController
     window: RequestWindow
     watcher: ConfigMapWatcher | None = None
+    stats_cache: LocalCopy = field(default_factory=LocalCopy)
     started_at: float = field(default_factory=time.time)

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="How long the cache skips Redis after a failure."
     )
     stats_ttl_s: float = Field(default=2.0, gt=0, description="How long GET /api/stats is cached in Redis.")
+    stats_local_ttl_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="How long a replica reuses its own copy of /api/stats before asking Redis.",
+    )
     lookup_ttl_s: int = Field(
         default=60, ge=1, description="How long a looked-up transaction is cached in Redis."
     )

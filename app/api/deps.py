@@ -12,7 +12,7 @@ from payflow.app.services import Services
 from payflow.app.settings import Settings
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -20,7 +20,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_app_settings(services: ServicesDep) -> Settings:
+async def get_app_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 

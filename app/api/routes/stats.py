@@ -7,11 +7,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from payflow.app import repository
-from payflow.app.api.deps import ServicesDep
 from payflow.app.models import ERROR_RESPONSES
+from payflow.app.services import Services
 from payflow.app.views import format_amount
 
 router = APIRouter(prefix="/api/stats", tags=["stats"], responses=ERROR_RESPONSES)
@@ -46,14 +46,31 @@ def build_stats(rows: list[dict[str, Any]], windows: list[dict[str, Any]], repli
 
 
 @router.get("", summary="Counts and volumes by status and currency; request rate, error ratio, latency")
-async def stats(services: ServicesDep) -> Response:
-    key = f"payflow:{services.settings.release}:stats:v1"
-    cached = await services.redis.get(key)
-    if cached is not None:
-        return Response(cached, media_type="application/json", headers={"X-Cache": "hit"})
-    async with services.pool.connection() as conn:
-        rows = await repository.transaction_totals(conn)
-    windows = [asdict(w) for w in services.window.stats()]
-    body = json.dumps(build_stats(rows, windows, services.settings.replica), separators=(",", ":")).encode()
-    await services.redis.set(key, body, services.settings.stats_ttl_s)
-    return Response(body, media_type="application/json", headers={"X-Cache": "miss"})
+async def stats(request: Request) -> Response:
+    """Served from this replica's copy while it is fresh, else from Redis (shared by the
+    replicas), else computed from PostgreSQL by one request at a time (no stampede).
+
+    The hot path reads the services from the request rather than through a dependency: this
+    endpoint is polled by dashboards, and dependency resolution is most of its cost."""
+    services: Services = request.app.state.services
+    local = services.stats_cache
+    body = local.fresh()
+    if body is not None:
+        return Response(body, media_type="application/json", headers={"X-Cache": "local"})
+    async with local.lock:
+        body = local.fresh()
+        if body is not None:
+            return Response(body, media_type="application/json", headers={"X-Cache": "local"})
+        settings = services.settings
+        key = f"payflow:{settings.release}:stats:v1"
+        body = await services.redis.get(key)
+        source = "hit"
+        if body is None:
+            source = "miss"
+            async with services.pool.connection() as conn:
+                rows = await repository.transaction_totals(conn)
+            windows = [asdict(w) for w in services.window.stats()]
+            body = json.dumps(build_stats(rows, windows, settings.replica), separators=(",", ":")).encode()
+            await services.redis.set(key, body, settings.stats_ttl_s)
+        local.store(body, min(settings.stats_local_ttl_s, settings.stats_ttl_s))
+    return Response(body, media_type="application/json", headers={"X-Cache": source})

@@ -1,0 +1,268 @@
+"""Throughput and latency of the payment API, each beside a baseline measured in the same run.
+
+    .venv/bin/python bench/api.py [--duration 3] [--concurrency 1,16,64] [--cm-samples 30]
+
+Starts its own local stack (PostgreSQL, Redis, etcd, kube-apiserver) and one ``payflow-app``
+process (one uvicorn worker, default settings, INFO request logs to a file), then measures at
+each concurrency:
+
+* ``POST /api/transactions`` beside a raw psycopg ``INSERT`` loop on the same database, into a
+  copy of the transactions table (same columns, indexes and defaults), one autocommit insert per
+  request, as many connections as the concurrency;
+* ``GET /api/stats`` and ``GET /api/transactions?limit=50`` beside ``GET /health``, the bare
+  endpoint of the same server (same middleware, no work);
+
+and the delay from a patch of the faults ConfigMap to ``/api/config`` showing its
+resourceVersion. The load generator runs in this process on the same machine as the server.
+Goals: POST >= 0.6 x raw inserts; stats >= 0.7 x bare endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import psycopg
+
+from bench.api_client import Connection, RequestFactory, Result, run_http
+from payflow.devstack.process import Process, free_port
+from payflow.devstack.stack import LocalStack, StackConfig
+from payflow.naming import faults_configmap_name
+
+RELEASE = "bench"
+BODY = json.dumps(
+    {
+        "amount": "42.10",
+        "currency": "EUR",
+        "merchant_ref": "m_bench",
+        "customer_ref": "c_bench",
+        "card_token": "tok_visa_4242",
+    }
+).encode()
+
+
+def post_tx(i: int) -> tuple[str, str, bytes, dict[str, str] | None]:
+    return "POST", "/api/transactions", BODY, {"Idempotency-Key": f"bench-{uuid.uuid4().hex}"}
+
+
+def get(path: str) -> RequestFactory:
+    def make(i: int) -> tuple[str, str, bytes, dict[str, str] | None]:
+        return "GET", path, b"", None
+
+    return make
+
+
+async def raw_inserts(url: str, concurrency: int, duration: float, warmup: float = 0.5) -> Result:
+    result = Result()
+    conns = [await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(concurrency)]
+    t_measure = time.perf_counter() + warmup
+    t_end = t_measure + duration
+    sql = (
+        "INSERT INTO bench_raw_transactions (idempotency_key, request_hash, amount, currency, merchant_ref,"
+        " customer_ref, card_token, status, decided_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
+        " RETURNING id"
+    )
+
+    async def worker(conn: psycopg.AsyncConnection[object]) -> None:
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            cur = await conn.execute(
+                sql,
+                (uuid.uuid4().hex, "h", "42.10", "EUR", "m_bench", "c_bench", "tok_visa_4242", "authorized"),
+            )
+            await cur.fetchone()
+            t1 = time.perf_counter()
+            if t0 >= t_measure and t1 <= t_end:
+                result.add(t1 - t0, 0)
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    result.elapsed = duration
+    for c in conns:
+        await c.close()
+    return result
+
+
+def fmt(r: Result) -> str:
+    return f"{r.rate:9.0f} {r.percentile(0.5) * 1000:8.2f} {r.percentile(0.99) * 1000:8.2f}"
+
+
+def merge(parts: list[Result]) -> Result:
+    out = Result()
+    for r in parts:
+        out.latencies += r.latencies
+        for k, v in r.statuses.items():
+            out.statuses[k] = out.statuses.get(k, 0) + v
+        out.elapsed += r.elapsed
+    return out
+
+
+async def interleaved(
+    slices: int, duration: float, runs: dict[str, Callable[[float], Awaitable[Result]]]
+) -> dict[str, Result]:
+    """Run each measurement in ``slices`` turns, one after the other, so a change in the
+    machine's background load hits the API and its baseline alike."""
+    parts: dict[str, list[Result]] = {name: [] for name in runs}
+    for _ in range(slices):
+        for name, run in runs.items():
+            parts[name].append(await run(duration / slices))
+    return {name: merge(p) for name, p in parts.items()}
+
+
+async def measure(app_port: int, db_url: str, levels: list[int], duration: float, slices: int) -> list[str]:
+    rows = []
+    header = (
+        f"{'endpoint':<28}{'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   "
+        f"{'baseline':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}  goal"
+    )
+    print(header, flush=True)
+    rows.append(header)
+    host = "127.0.0.1"
+    for c in levels:
+
+        def http(make: RequestFactory, c: int = c) -> Callable[[float], Awaitable[Result]]:
+            return lambda d: run_http(host, app_port, c, d, make, warmup=0.2)
+
+        res = await interleaved(
+            slices,
+            duration,
+            {
+                "raw": lambda d, c=c: raw_inserts(db_url, c, d, warmup=0.2),  # type: ignore[misc]
+                "post": http(post_tx),
+                "bare": http(get("/health")),
+                "stats": http(get("/api/stats")),
+                "list": http(get("/api/transactions?limit=50")),
+            },
+        )
+        for name, r, base_name, base, goal in (
+            ("POST /api/transactions", res["post"], "raw psycopg INSERT", res["raw"], 0.6),
+            ("GET /api/stats", res["stats"], "GET /health (bare)", res["bare"], 0.7),
+            ("GET /api/transactions", res["list"], "GET /health (bare)", res["bare"], None),
+        ):
+            bad = {s: n for s, n in r.statuses.items() if s >= 400}
+            ratio = r.rate / base.rate if base.rate else float("nan")
+            verdict = "" if goal is None else (f">={goal} ok" if ratio >= goal else f">={goal} MISSED")
+            line = f"{name:<28}{c:>5} {fmt(r)}   {base_name:<22} {fmt(base)} {ratio:6.2f}  {verdict}"
+            if bad:
+                line += f"  errors {bad}"
+            rows.append(line)
+            print(line, flush=True)
+    return rows
+
+
+async def configmap_latency(core: object, namespace: str, port: int, samples: int) -> list[float]:
+    from kubernetes import client  # typed as Any
+
+    api = client.CoreV1Api(core)
+    name = faults_configmap_name(RELEASE)
+    conn = Connection("127.0.0.1", port)
+    await conn.open()
+    delays = []
+    try:
+        for i in range(samples):
+            patched = await asyncio.to_thread(
+                api.patch_namespaced_config_map,
+                name,
+                namespace,
+                {"data": {"INJECT_LATENCY_MS": "0", "INJECT_LATENCY_JITTER_MS": str(i % 2)}},
+            )
+            t0 = time.perf_counter()
+            rv = patched.metadata.resource_version
+            deadline = t0 + 10
+            while time.perf_counter() < deadline:
+                _, body = await conn.request("GET", "/api/config")
+                if json.loads(body)["resource_version"] == rv:
+                    delays.append(time.perf_counter() - t0)
+                    break
+            else:
+                print(f"  sample {i}: change not seen within 10 s", flush=True)
+    finally:
+        await conn.close()
+    return delays
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--cm-samples", type=int, default=30)
+    parser.add_argument("--slices", type=int, default=3, help="turns each measurement is split into")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+
+    from kubernetes import client, config
+
+    with tempfile.TemporaryDirectory(prefix="payflow-bench-api-") as tmp:
+        stack = LocalStack(
+            StackConfig(workdir=Path(tmp) / "stack", components=("postgres", "redis", "kube-apiserver"))
+        )
+        app: Process | None = None
+        try:
+            print("starting the local stack ...", flush=True)
+            stack.start()
+            api_client = config.new_client_from_config(config_file=str(stack.kubeconfig))
+            core = client.CoreV1Api(api_client)
+            core.create_namespaced_config_map(
+                "default",
+                client.V1ConfigMap(
+                    metadata=client.V1ObjectMeta(name=faults_configmap_name(RELEASE)),
+                    data={"INJECT_LATENCY_MS": "0"},
+                ),
+            )
+            port = free_port()
+            env = {
+                "PATH": "/usr/bin:/bin",
+                **stack.env(),
+                "PAYFLOW_HOST": "127.0.0.1",
+                "PAYFLOW_PORT": str(port),
+                "PAYFLOW_RELEASE": RELEASE,
+                "PAYFLOW_NAMESPACE": "default",
+            }
+            app = Process(
+                "payflow-app", [sys.executable, "-m", "payflow.app.main"], Path(tmp) / "app.log", env=env
+            )
+            app.start()
+            app.wait_ready(
+                lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200, 60
+            )
+            with psycopg.connect(stack.database_url, autocommit=True) as conn:
+                conn.execute("CREATE TABLE bench_raw_transactions (LIKE transactions INCLUDING ALL)")
+            print(
+                f"app on 127.0.0.1:{port}; {args.duration:.0f} s per cell in {args.slices} "
+                f"interleaved turns; concurrency {levels}\n",
+                flush=True,
+            )
+            t0 = time.monotonic()
+            asyncio.run(measure(port, stack.database_url, levels, args.duration, args.slices))
+            delays = asyncio.run(configmap_latency(api_client, "default", port, args.cm_samples))
+            if delays:
+                ms = sorted(d * 1000 for d in delays)
+                print(
+                    f"\nConfigMap patch -> /api/config ({len(ms)} samples): min {ms[0]:.1f} ms, "
+                    f"p50 {statistics.median(ms):.1f} ms, p90 {ms[int(0.9 * (len(ms) - 1))]:.1f} ms, "
+                    f"max {ms[-1]:.1f} ms",
+                    flush=True,
+                )
+            print(f"\nmeasured in {time.monotonic() - t0:.0f} s", flush=True)
+            api_client.close()
+        finally:
+            if app is not None:
+                app.stop()
+            stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

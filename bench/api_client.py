@@ -1,0 +1,122 @@
+"""A small keep-alive HTTP/1.1 client on asyncio streams, for the API benchmark: much lighter
+than a full client, so the load generator takes less of the CPU the server needs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+RequestFactory = Callable[[int], tuple[str, str, bytes, dict[str, str] | None]]
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    def add(self, latency: float, status: int) -> None:
+        self.latencies.append(latency)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        values = sorted(self.latencies)
+        return values[min(len(values) - 1, max(0, int(q * len(values) + 0.999999) - 1))]
+
+
+class Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        assert self.reader is not None
+        assert self.writer is not None
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        for k, v in (headers or {}).items():
+            lines.append(f"{k}: {v}")
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append("Content-Type: application/json")
+            lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        chunked = False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value:
+                chunked = True
+        if chunked:
+            data = b""
+            while True:
+                size = int((await self.reader.readline()).strip(), 16)
+                if size == 0:
+                    await self.reader.readline()
+                    break
+                data += await self.reader.readexactly(size)
+                await self.reader.readline()
+            return status, data
+        return status, await self.reader.readexactly(length)
+
+
+async def run_http(
+    host: str,
+    port: int,
+    concurrency: int,
+    duration: float,
+    make_request: RequestFactory,
+    warmup: float = 0.5,
+) -> Result:
+    """``concurrency`` connections, each sending requests back to back for ``duration`` s after
+    a warm-up; the latencies of the measured part."""
+    result = Result()
+    conns = [Connection(host, port) for _ in range(concurrency)]
+    await asyncio.gather(*(c.open() for c in conns))
+    t_start = time.perf_counter()
+    t_measure = t_start + warmup
+    t_end = t_measure + duration
+    counter = [0]
+
+    async def worker(conn: Connection) -> None:
+        while True:
+            now = time.perf_counter()
+            if now >= t_end:
+                return
+            counter[0] += 1
+            method, path, body, headers = make_request(counter[0])
+            t0 = time.perf_counter()
+            status, _ = await conn.request(method, path, body, headers)
+            t1 = time.perf_counter()
+            if t0 >= t_measure and t1 <= t_end:
+                result.add(t1 - t0, status)
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    result.elapsed = duration
+    await asyncio.gather(*(c.close() for c in conns))
+    return result
