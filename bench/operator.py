@@ -220,7 +220,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for n in namespaces:
             _release(core_api, n)
         total = args.namespaces * args.per_namespace
-        kinds = [{"latency": {"delayMs": 100}}, {"errorRate": {"ratio": 0.05}}, {"cpuBurn": {"cores": 0.2}}]
+        kinds: list[dict[str, Any]] = [
+            {"latency": {"delayMs": 100}},
+            {"errorRate": {"ratio": 0.05}},
+            {"cpuBurn": {"cores": 0.2}},
+        ]
 
         def create(i: int) -> None:
             n = namespaces[i % len(namespaces)]
