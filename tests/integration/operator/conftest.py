@@ -58,35 +58,48 @@ class Operator:
         self.process.stop(timeout=10)
 
 
-OperatorFactory = Callable[[], Operator]
+OperatorFactory = Callable[[Path], Operator]
 
 
 @pytest.fixture
-def operator(crd: str, kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    """The operator as a subprocess, watching the test's namespace only (its settings:
-    PAYFLOW_WATCH_NAMESPACES, PAYFLOW_OPERATOR_PORT)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "PAYFLOW_WATCH_NAMESPACES": namespace,
-        "PAYFLOW_OPERATOR_HOST": "127.0.0.1",
-        "PAYFLOW_OPERATOR_PORT": str(port),
-        "PAYFLOW_PENDING_RECHECK_SECONDS": "1",
-    }
-    proc = Process(
-        name="payflow-operator",
-        argv=[sys.executable, "-m", "payflow.operator.main", "run"],
-        log_path=tmp_path / "operator.log",
-        env=env,
-        cwd=REPO,
-    )
-    op = Operator(proc, port, namespace)
-    op.start()
+def operator_factory(crd: str, namespace: str, tmp_path: Path) -> Iterator[OperatorFactory]:
+    """Start the operator as a subprocess with a kubeconfig, watching the test's namespace only
+    (its settings: PAYFLOW_WATCH_NAMESPACES, PAYFLOW_OPERATOR_PORT); stopped after the test."""
+    started: list[Operator] = []
+
+    def start(kubeconfig: Path) -> Operator:
+        port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PAYFLOW_WATCH_NAMESPACES": namespace,
+            "PAYFLOW_OPERATOR_HOST": "127.0.0.1",
+            "PAYFLOW_OPERATOR_PORT": str(port),
+            "PAYFLOW_PENDING_RECHECK_SECONDS": "1",
+        }
+        proc = Process(
+            name="payflow-operator",
+            argv=[sys.executable, "-m", "payflow.operator.main", "run"],
+            log_path=tmp_path / f"operator-{len(started)}.log",
+            env=env,
+            cwd=REPO,
+        )
+        op = Operator(proc, port, namespace)
+        started.append(op)
+        op.start()
+        return op
+
     try:
-        yield op
+        yield start
     finally:
-        op.stop()
+        for op in started:
+            op.stop()
+
+
+@pytest.fixture
+def operator(operator_factory: OperatorFactory, kubeconfig: Path) -> Operator:
+    """The operator with the admin's kubeconfig."""
+    return operator_factory(kubeconfig)
 
 
 def incident(
