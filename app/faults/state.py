@@ -191,7 +191,8 @@ def describe(state: FaultState) -> dict[str, Any]:
         faults[fault.name] = {
             "active": params is not None,
             "params": dict(params) if params is not None else {p.key: p.default for p in fault.params},
-            "env": {p.env: p.key for p in fault.params} | ({fault.switch: "enabled"} if fault.switch else {}),
+            "keys": ({"enabled": fault.switch} if fault.switch else {})
+            | {p.key: p.env for p in fault.params},
             "source": entry.source.value,
             "since": entry.since.isoformat(),
             "incidents": [i.to_dict() for i in entry.incidents],

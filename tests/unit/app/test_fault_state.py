@@ -82,6 +82,11 @@ def test_reject_keeps_the_faults() -> None:
     assert view["last_rejected"]["resource_version"] == "42"
     assert view["faults"]["oom"]["active"] is True
     assert view["faults"]["latency"]["params"] == {"delayMs": 0, "jitterMs": 0}
+    assert view["faults"]["oom"]["keys"]["enabled"] == "INJECT_OOM"
+    assert view["faults"]["latency"]["keys"] == {
+        "delayMs": "INJECT_LATENCY_MS",
+        "jitterMs": "INJECT_LATENCY_JITTER_MS",
+    }
 
 
 def test_parse_incidents() -> None:

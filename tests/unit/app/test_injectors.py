@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -45,8 +46,10 @@ def test_parse_memory_limit(text: str | None, limit: int | None) -> None:
     assert injectors.parse_memory_limit(text) == limit
 
 
-def test_cgroup_limit_missing_means_none(tmp_path: object) -> None:
-    assert injectors.cgroup_memory_limit("/nonexistent-cgroup") is None
+def test_cgroup_limit_is_read_from_the_cgroup_dir(tmp_path: Path) -> None:
+    assert injectors.cgroup_memory_limit(str(tmp_path)) is None
+    (tmp_path / "memory.max").write_text("268435456\n")
+    assert injectors.cgroup_memory_limit(str(tmp_path)) == 268435456
 
 
 @pytest.mark.parametrize(
