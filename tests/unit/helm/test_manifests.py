@@ -23,10 +23,9 @@ from tests.unit.helm.chart import (
 NO_PROBES = {
     "cleanup": "the pre-delete Job runs to completion",
     "test-api": "the `helm test` Pod runs to completion",
-    "loadgen": "a client: it serves nothing to probe",
 }
 # Containers with a liveness probe but no readiness probe, and why.
-NO_READINESS = {"operator": "no Service sends it traffic"}
+NO_READINESS = {"operator": "no Service sends it traffic", "loadgen": "a client: no traffic comes to it"}
 
 
 def _selector_matches(selector: str, labels: dict[str, str]) -> bool:
@@ -76,9 +75,7 @@ def test_every_container_is_non_root_limited_and_probed(which: str) -> None:
             for part in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(resources.get(part) or {}), f"{where}: {part}"
             if c["name"] in NO_PROBES:
-                assert hook(owner) or c["name"] == "loadgen", (
-                    f"{where}: only hooks and the client skip probes"
-                )
+                assert hook(owner), f"{where}: only hooks run without probes"
             else:
                 assert "livenessProbe" in c, where
                 assert ("readinessProbe" in c) != (c["name"] in NO_READINESS), where
