@@ -3,47 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.unit.helm.chart import CHART, VALUES_FILES, helm, template_text
 
-# (bad values, what the message must name)
-BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
-    "negative-replicas": ({"app": {"replicas": -1}}, "/app/replicas"),
-    "replicas-not-a-number": ({"app": {"replicas": "two"}}, "/app/replicas"),
-    "latency-above-range": ({"faults": {"latency": {"delayMs": 70000}}}, "/faults/latency/delayMs"),
-    "error-ratio-above-one": ({"faults": {"errorRate": {"ratio": 1.5}}}, "/faults/errorRate/ratio"),
-    "cores-below-range": ({"faults": {"cpuBurn": {"cores": 0}}}, "/faults/cpuBurn/cores"),
-    "switch-not-a-boolean": ({"faults": {"oom": {"enabled": "yes"}}}, "/faults/oom/enabled"),
-    "unknown-fault-parameter": ({"faults": {"oom": {"leak": True}}}, "'leak'"),
-    "unknown-fault": ({"faults": {"chaos": {}}}, "'chaos'"),
-    "no-memory-limit": ({"app": {"resources": {"limits": {"memory": None}}}}, "'memory'"),
-    "bad-pull-policy": ({"app": {"image": {"pullPolicy": "Sometimes"}}}, "/app/image/pullPolicy"),
-    "bad-watch-namespace": ({"operator": {"watchNamespaces": ["Bad_NS"]}}, "/operator/watchNamespaces/0"),
-    "privilege-escalation": (
-        {"securityContext": {"allowPrivilegeEscalation": True}},
-        "/securityContext/allowPrivilegeEscalation",
-    ),
-    "root": ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
-    "unknown-top-level-key": ({"replicaCount": 3}, "'replicaCount'"),
-    "no-database": ({"postgresql": {"enabled": False}}, "/database/existingSecret"),
-    "no-redis": ({"redis": {"enabled": False}}, "/redis/externalUrl"),
-    "cleanup-timeout-too-long": (
-        {"operator": {"cleanup": {"timeoutSeconds": 3600}}},
-        "/operator/cleanup/timeoutSeconds",
-    ),
-}
+# Each file's first line says what the refusal must name: "# refused, naming: <text>".
+BAD_VALUES_DIR = Path(__file__).parent / "bad-values"
+BAD_VALUES = sorted(BAD_VALUES_DIR.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("case", BAD_VALUES, ids=str)
-def test_bad_values_are_refused_naming_the_value(case: str) -> None:
-    values, named = BAD_VALUES[case]
-    proc = template_text(values=values, check=False)
-    assert proc.returncode != 0, f"{case}: accepted"
+def _named(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    prefix = "# refused, naming: "
+    assert first.startswith(prefix), f"{path.name}: the first line must be {prefix!r}"
+    return first.removeprefix(prefix)
+
+
+@pytest.mark.parametrize("path", BAD_VALUES, ids=lambda p: p.stem)
+def test_bad_values_files_are_refused_naming_the_value(path: Path) -> None:
+    proc = template_text([path], check=False)
+    assert proc.returncode != 0, f"{path.name}: accepted"
     assert "don't meet the specifications of the schema" in proc.stderr, proc.stderr
-    assert named in proc.stderr, proc.stderr
+    assert _named(path) in proc.stderr, proc.stderr
 
 
 def test_at_least_eight_kinds_of_bad_values_are_checked() -> None:
