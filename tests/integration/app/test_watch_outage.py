@@ -45,8 +45,8 @@ def test_faults_stay_in_force_while_the_api_server_is_away(
     )
 
     def latency() -> dict[str, Any]:
-        faults: dict[str, Any] = app.client.get("/api/config").json()["faults"]
-        return faults["latency"]
+        fault: dict[str, Any] = app.client.get("/api/config").json()["faults"]["latency"]
+        return fault
 
     wait_for(
         lambda: latency()["active"] and latency()["source"] == "configmap", 10, "the ConfigMap's latency"
