@@ -445,6 +445,26 @@ def template_patch(deployment: Deployment, wanted: Mapping[str, str | None]) -> 
     return {"spec": {"template": {"metadata": {"annotations": changes}}}}
 
 
+def configmap_fingerprint(data: Mapping[str, str], annotations: Mapping[str, str]) -> str:
+    """What the operator owns on a ConfigMap (its INJECT_* keys and the sources annotation):
+    equal fingerprints mean there is nothing to put back."""
+    owned = {k: v for k, v in data.items() if k.startswith(vocab.ENV_PREFIX)}
+    return json.dumps([owned, annotations.get(naming.SOURCES_ANNOTATION)], sort_keys=True)
+
+
+def patched_fingerprint(configmap: ConfigMap, patch: Mapping[str, Any] | None) -> str:
+    """The fingerprint of ``configmap`` once ``patch`` (a JSON merge patch) is applied."""
+    data = dict(configmap.data)
+    annotations = dict(configmap.annotations)
+    for key, value in ((patch or {}).get("data") or {}).items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    annotations.update(((patch or {}).get("metadata") or {}).get("annotations") or {})
+    return configmap_fingerprint(data, annotations)
+
+
 @dataclass(frozen=True)
 class IncidentPlan:
     incident: Incident

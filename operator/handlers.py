@@ -154,15 +154,16 @@ async def count_phases(
 async def faults_configmap_changed(
     namespace: str | None,
     name: str,
-    meta: kopf.Meta,
+    body: kopf.Body,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     by_target: kopf.Index[TargetKey, str] = kwargs["by_target"]
     runtime = _runtime(memo)
+    seen = core.configmap_fingerprint(body.get("data") or {}, body.metadata.annotations)
     for key in list(by_target):
-        ours = runtime.reconciler.written_versions.get(key) == meta.get("resourceVersion")
-        if key[0] == namespace and naming.faults_configmap_name(key[1]) == name and not ours:
+        ours = key[0] == namespace and naming.faults_configmap_name(key[1]) == name
+        if ours and runtime.reconciler.fingerprints.get(key) != seen:
             runtime.workers.poke(key)
 
 

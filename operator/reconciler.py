@@ -147,9 +147,9 @@ class Reconciler:
         self.metrics = metrics
         self.events = events
         self.clock = clock
-        # The resourceVersion of our own last ConfigMap write per target: its watch event is
-        # ours, not a manual edit, and needs no reconcile.
-        self.written_versions: dict[TargetKey, str] = {}
+        # What each target's ConfigMap holds of ours after our last reconcile: a watch event
+        # showing exactly that is our own write (or no change), not a manual edit.
+        self.fingerprints: dict[TargetKey, str] = {}
         # The app Deployments each target had at its last reconcile (for the Events of deletion).
         self.deployments: dict[TargetKey, tuple[core.Deployment, ...]] = {}
         self.workers: TargetWorkers  # set by the runtime
@@ -194,9 +194,11 @@ class Reconciler:
         plan = core.plan_target(target, incidents, self.clock())
         self.deployments[key] = target.deployments
 
-        if plan.configmap_patch is not None and target.configmap is not None:
-            version = await self.kube.patch_configmap(namespace, target.configmap.name, plan.configmap_patch)
-            self.written_versions[key] = version
+        if target.configmap is not None:
+            # Recorded before the write: its watch event may arrive before the response.
+            self.fingerprints[key] = core.patched_fingerprint(target.configmap, plan.configmap_patch)
+            if plan.configmap_patch is not None:
+                await self.kube.patch_configmap(namespace, target.configmap.name, plan.configmap_patch)
         await asyncio.gather(
             *(self.kube.patch_deployment(namespace, d.name, p) for d, p in plan.deployment_patches)
         )
@@ -214,7 +216,7 @@ class Reconciler:
             self.workers.schedule_pending(key)
         if not incidents:
             self.workers.forget(key)
-            self.written_versions.pop(key, None)
+            self.fingerprints.pop(key, None)
             self.deployments.pop(key, None)
         return plan.wake_at
 
