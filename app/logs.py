@@ -30,6 +30,8 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
             data["traceback"] = "".join(traceback.format_exception(*record.exc_info))
+        if record.stack_info:
+            data["stack"] = record.stack_info
         return json.dumps(data, default=str, separators=(",", ":"))
 
 

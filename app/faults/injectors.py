@@ -107,7 +107,9 @@ def crash(where: str) -> None:
         _raise_panic(where)
     except InjectedPanicError:
         metrics.FAULT_INJECTIONS.labels("panic").inc()
-        log.critical("panic: the process crashes (%s)", where, exc_info=True, extra={"fault": "panic"})
+        log.critical(
+            "panic: the process crashes (%s)", where, exc_info=True, stack_info=True, extra={"fault": "panic"}
+        )
     logs.flush()
     os._exit(PANIC_EXIT_CODE)
 
