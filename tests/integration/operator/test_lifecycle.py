@@ -7,6 +7,8 @@ import json
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from payflow import naming
 from payflow.operator.durations import parse_time
 from tests.integration.operator.conftest import BASELINE, Cluster, Operator, expected, incident
@@ -73,6 +75,7 @@ def test_apply_injects_and_status_is_active(operator: Operator, release: Cluster
     assert "payflow_operator_reconcile_duration_seconds_count" in metrics
 
 
+@pytest.mark.slow
 def test_short_duration_expires_and_clears(operator: Operator, release: Cluster) -> None:
     release.apply(incident("blip", ERRORS, duration="5s"))
     body = wait_for(

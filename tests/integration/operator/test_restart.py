@@ -8,6 +8,8 @@ import signal
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from payflow import naming
 from payflow.operator.durations import parse_time
 from tests.integration.operator.conftest import Cluster, Operator, expected, incident
@@ -18,6 +20,7 @@ GONE = {"errorRate": {"ratio": 0.2}}
 SHORT = {"cpuBurn": {"cores": 0.5}}
 
 
+@pytest.mark.slow
 def test_sigkill_delete_and_expiry_while_down(operator: Operator, release: Cluster) -> None:
     release.apply(incident("keep", KEEP))
     release.apply(incident("gone", GONE))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from payflow import naming
 from tests.integration.operator.conftest import Cluster, Operator, expected, incident
 from tests.support import wait_for
@@ -42,6 +44,7 @@ def _template(rs: dict[str, Any]) -> dict[str, Any]:
     return dict(template)
 
 
+@pytest.mark.slow
 def test_rollout_makes_a_revision_and_ending_rolls_back(operator: Operator, release: Cluster) -> None:
     baseline_rs = wait_for(lambda: _newest(release), 20, "the first ReplicaSet")
     assert _revision(baseline_rs) == 1
