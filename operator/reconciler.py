@@ -38,6 +38,7 @@ class _State:
     error_gen: int = 0
     failures: int = 0
     timer: asyncio.TimerHandle | None = None
+    forgotten: bool = False  # the target had no incident left at its last reconcile
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
@@ -63,6 +64,7 @@ class TargetWorkers:
         """Ask for a reconcile of ``key`` (without waiting); the request's number."""
         state = self._states.setdefault(key, _State())
         state.requested += 1
+        state.forgotten = False
         if state.task is None or state.task.done():
             state.task = asyncio.get_running_loop().create_task(self._work(key, state), name=f"target {key}")
         return state.requested
@@ -97,7 +99,10 @@ class TargetWorkers:
                 self._schedule(key, state, delay)
             else:
                 state.failures = 0
-                self._schedule_wake(key, state, wake)
+                if not state.forgotten:
+                    self._schedule_wake(key, state, wake)
+        if state.forgotten and state.done >= state.requested and self._states.get(key) is state:
+            del self._states[key]  # nothing left to watch over
 
     def _schedule_wake(self, key: TargetKey, state: _State, wake: datetime | None) -> None:
         delay = self.resync if wake is None else (wake - datetime.now(UTC)).total_seconds() + 0.005
@@ -117,9 +122,12 @@ class TargetWorkers:
         state.timer = loop.call_at(when, self.poke, key)
 
     def forget(self, key: TargetKey) -> None:
-        """Stop the timers of a target that has no incidents left."""
+        """Stop the timers of a target that has no incidents left (called from its reconcile)."""
         state = self._states.get(key)
-        if state is not None and state.timer is not None:
+        if state is None:
+            return
+        state.forgotten = True
+        if state.timer is not None:
             state.timer.cancel()
             state.timer = None
 

@@ -16,19 +16,21 @@ async def test_requests_coalesce_and_never_overlap() -> None:
     running = 0
     calls: list[TargetKey] = []
     gate = asyncio.Event()
+    first_started = asyncio.Event()
 
     async def reconcile(key: TargetKey) -> datetime | None:
         nonlocal running
         running += 1
         assert running == 1, "two reconciles of one target at once"
         calls.append(key)
+        first_started.set()
         await gate.wait()
         running -= 1
         return None
 
     workers = TargetWorkers(reconcile, resync=3600)
     first = asyncio.create_task(workers.reconcile(KEY))
-    await asyncio.sleep(0)  # let the first run start
+    await first_started.wait()
     waiters = [asyncio.create_task(workers.reconcile(KEY)) for _ in range(5)]
     gate.set()
     await asyncio.gather(first, *waiters)
@@ -86,4 +88,20 @@ async def test_a_target_is_looked_at_again_at_its_next_expiry() -> None:
     workers = TargetWorkers(reconcile, resync=3600)
     await workers.reconcile(KEY)
     await asyncio.wait_for(woke.wait(), 2)
+    await workers.close()
+
+
+async def test_a_target_without_incidents_is_forgotten() -> None:
+    workers: TargetWorkers
+
+    async def reconcile(key: TargetKey) -> datetime | None:
+        workers.forget(key)  # what the reconciler does when no incident is left
+        return None
+
+    workers = TargetWorkers(reconcile, resync=0.01)
+    workers.poke(KEY)
+    task = workers._states[KEY].task
+    assert task is not None
+    await task  # the worker drops the target's state once its last reconcile is done
+    assert KEY not in workers._states
     await workers.close()
