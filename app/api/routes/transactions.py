@@ -37,7 +37,7 @@ def _json(payload: object, status: int, headers: dict[str, str] | None = None) -
 
 
 @router.post("", status_code=201, response_model=TransactionPublic, summary="Create a transaction")
-async def create_transaction(body: TransactionCreate, key: IdempotencyKey, conn: ConnDep) -> Response:
+async def create_transaction(body: TransactionCreate, key: IdempotencyKey, services: ServicesDep) -> Response:
     amount = body.decimal_amount
     fields = body.model_dump(exclude={"amount"}) | {"amount": amount}
     new = repository.NewTransaction(
@@ -51,7 +51,8 @@ async def create_transaction(body: TransactionCreate, key: IdempotencyKey, conn:
         description=body.description,
         decision=payments.decide(amount, CURRENCIES[body.currency], body.card_token),
     )
-    row, created = await repository.insert_transaction(conn, new)
+    async with services.pool.connection() as conn:
+        row, created = await repository.insert_transaction(conn, new)
     if not created and row["request_hash"] != new.request_hash:
         raise ApiError(
             409,
