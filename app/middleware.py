@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payflow.app import metrics
@@ -28,8 +29,13 @@ SPARED = ("/api/config", "/api/faults/")
 PROCESS_WIDE = ("cpuBurn", "dbTimeout")  # in force for the whole process: they touch every API request
 
 
-class _BodyTooLargeError(Exception):
-    pass
+class _BodyTooLargeError(HTTPException):
+    """Raised from ``receive`` while the app reads a body over the limit (a chunked body has
+    no Content-Length to check first). FastAPI passes HTTPExceptions through its body parsing,
+    so the app's handler answers it as a JSON 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 class RequestMiddleware:
@@ -51,15 +57,13 @@ class RequestMiddleware:
         method: str = scope["method"]
         is_api = path.startswith(API_PREFIX)
         status = 500
-        started = False
         touched: list[str] = []
         extra: dict[str, Any] = {}
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                started = True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
@@ -86,7 +90,7 @@ class RequestMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLargeError
+                    raise _BodyTooLargeError(limit)
             return message
 
         try:
@@ -102,9 +106,6 @@ class RequestMiddleware:
                 pass
             else:
                 await self.app(scope, receive_limited, send_wrapper)
-        except _BodyTooLargeError:
-            if not started:
-                await reply(413, "payload_too_large", f"request body over {limit} bytes")
         except Exception:
             status = 500
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -127,6 +128,19 @@ async def test_bad_input_is_a_4xx_json_error_and_writes_nothing(
     error = r.json()["error"]
     assert set(error) == {"code", "message", "details", "requestId"}
     assert error["message"]
+    assert _count(postgres_url) == before
+
+
+async def test_a_chunked_oversize_body_is_a_413(asgi_client: httpx.AsyncClient, postgres_url: str) -> None:
+    before = _count(postgres_url)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"amount": "1.00", "currency": "EUR", "merchant_ref": "m", "customer_ref": "c", '
+        yield b'"card_token": "tok_visa_4242", "description": "' + b"x" * 20000 + b'"}'
+
+    r = await asgi_client.post("/api/transactions", content=chunks(), headers=_key())
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
     assert _count(postgres_url) == before
 
 
