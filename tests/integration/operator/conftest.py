@@ -230,11 +230,24 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(kubectl: Kubectl, namespace: str, crd: str) -> Cluster:
-    """The test namespace, opted in to fault injection."""
+def cluster(kubectl: Kubectl, namespace: str, crd: str) -> Iterator[Cluster]:
+    """The test namespace, opted in to fault injection. Afterwards the incidents left in it lose
+    their finalizer, so the namespace can go even when no operator runs any more."""
     c = Cluster(kubectl, namespace)
     c.label_namespace(True)
-    return c
+    yield c
+    names = kubectl("get", naming.PLURAL, "-n", namespace, "-o", "name", check=False).stdout.split()
+    for name in names:
+        kubectl(
+            "patch",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
 
 
 @pytest.fixture
