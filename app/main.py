@@ -153,7 +153,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(RequestMiddleware, services=lambda: holder.get("services"))
+    app.add_middleware(
+        RequestMiddleware, services=lambda: holder.get("services"), routes=lambda: app.router.routes
+    )
     for module in (health, transactions, stats, config, faults):
         app.include_router(module.router)
     return app

@@ -9,10 +9,11 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payflow.app import metrics
@@ -39,10 +40,25 @@ class _BodyTooLargeError(HTTPException):
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, services: Callable[[], Services | None]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        services: Callable[[], Services | None],
+        routes: Callable[[], Sequence[BaseRoute]] = tuple,
+    ) -> None:
         self.app = app
         self.services = services
+        self.routes = routes
         self.rng = random.Random()
+
+    def _template(self, scope: Scope) -> str:
+        """The route template of a request the router did not see (answered by the middleware:
+        an injected error, a 413), so metric labels stay bounded."""
+        for route in self.routes():
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(route, "path", "<unmatched>"))
+        return "<unmatched>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +67,9 @@ class RequestMiddleware:
         svc = self.services()
         start = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+        if not (rid.isascii() and rid.isprintable() and rid.strip()):
+            rid = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         path: str = scope["path"]
         method: str = scope["method"]
@@ -112,7 +130,7 @@ class RequestMiddleware:
         finally:
             duration = time.perf_counter() - start
             route_obj = scope.get("route")
-            route = getattr(route_obj, "path", None) or ("<unmatched>" if status == 404 else path)
+            route = getattr(route_obj, "path", None) or self._template(scope)
             metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
             metrics.HTTP_DURATION.labels(route, method).observe(duration)
             if is_api and svc is not None:

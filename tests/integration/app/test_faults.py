@@ -52,6 +52,9 @@ def test_error_rate_fails_that_share_of_requests_before_any_write(
     assert row is not None
     assert row[0] == statuses.count(201)
     assert app.client.get("/health").status_code == 200  # probes are spared
+    metrics = app.client.get("/metrics").text
+    assert 'payflow_http_requests_total{route="/api/stats",method="GET",status="500"}' in metrics
+    assert 'payflow_fault_injections_total{fault="errorRate"}' in metrics
 
 
 def test_latency_raises_p50_and_spares_probes(start_app: StartApp) -> None:
