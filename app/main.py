@@ -153,10 +153,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(
-        RequestMiddleware, services=lambda: holder.get("services"), routes=lambda: app.router.routes
-    )
-    for module in (health, transactions, stats, config, faults):
+    modules = (health, transactions, stats, config, faults)
+    routes = tuple(route for module in modules for route in module.router.routes)
+    app.add_middleware(RequestMiddleware, services=lambda: holder.get("services"), routes=lambda: routes)
+    for module in modules:
         app.include_router(module.router)
     return app
 

@@ -57,7 +57,7 @@ class RequestMiddleware:
         for route in self.routes():
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return str(getattr(route, "path", "<unmatched>"))
+                return str(getattr(route, "path", None) or "<unmatched>")
         return "<unmatched>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -53,7 +53,7 @@ def test_error_rate_fails_that_share_of_requests_before_any_write(
     assert row[0] == statuses.count(201)
     assert app.client.get("/health").status_code == 200  # probes are spared
     metrics = app.client.get("/metrics").text
-    assert 'payflow_http_requests_total{route="/api/stats",method="GET",status="500"}' in metrics
+    assert 'payflow_http_requests_total{method="GET",route="/api/stats",status="500"}' in metrics
     assert 'payflow_fault_injections_total{fault="errorRate"}' in metrics
 
 
