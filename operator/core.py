@@ -437,6 +437,14 @@ def template_annotations(
     }
 
 
+def stamp_of(deployment: Deployment) -> tuple[str | None, ...]:
+    """The operator's annotations on a Deployment's pod template (None where absent)."""
+    return tuple(
+        deployment.template_annotations.get(k)
+        for k in (naming.DIGEST_ANNOTATION, naming.ROLLOUT_INCIDENTS_ANNOTATION)
+    )
+
+
 def template_patch(deployment: Deployment, wanted: Mapping[str, str | None]) -> dict[str, Any] | None:
     """A merge patch of the Deployment's pod template, or None when it already is as wanted."""
     changes = {k: v for k, v in wanted.items() if deployment.template_annotations.get(k) != v}

@@ -33,7 +33,8 @@ class Runtime:
     reconciler: Reconciler
     workers: TargetWorkers
     http: HttpServer
-    opted_in: dict[str, bool] = field(default_factory=dict)
+    opted_in: dict[str, bool] = field(default_factory=dict)  # namespace -> labelled
+    stamps: dict[tuple[str, str], tuple[str | None, ...]] = field(default_factory=dict)  # deployment -> stamp
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -167,19 +168,31 @@ async def faults_configmap_changed(
             runtime.workers.poke(key)
 
 
-# An app Deployment appeared or changed: rollout incidents wait for it, and its pod-template
-# stamp is kept as the incidents want it.
+# An app Deployment appeared, went, or its pod-template stamp changed: rollout incidents wait
+# for it, and the stamp is kept as the incidents want it. (Its status churn is ignored.)
 @kopf.on.event(*DEPLOYMENTS, id="watch-app-deployment")
 async def app_deployment_changed(
+    event: kopf.RawEvent,
     namespace: str | None,
+    name: str,
     labels: kopf.Labels,
+    body: kopf.Body,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     by_target: kopf.Index[TargetKey, str] = kwargs["by_target"]
+    runtime = _runtime(memo)
+    stamp = core.stamp_of(core.Deployment.from_body(body))
+    seen_key = (namespace or "", name)
+    gone = event.get("type") == "DELETED"
+    changed = gone or runtime.stamps.get(seen_key) != stamp
+    if gone:
+        runtime.stamps.pop(seen_key, None)
+    else:
+        runtime.stamps[seen_key] = stamp
     key = (namespace or "", str(labels.get(naming.INSTANCE_LABEL, "")))
-    if key in by_target:
-        _runtime(memo).workers.poke(key)
+    if changed and key in by_target:
+        runtime.workers.poke(key)
 
 
 # A namespace opted in or out: its incidents become Active, or Refused (and cleared).

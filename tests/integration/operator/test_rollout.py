@@ -95,3 +95,18 @@ def test_rollout_waits_for_the_deployment(operator: Operator, cluster: Cluster) 
     assert injected["reason"] == "DeploymentNotFound"
     cluster.apply(deployment_manifest())
     wait_for(lambda: cluster.phase("early-rollout") == "Active", 10, "Active once the Deployment exists")
+
+    # Removing the stamp by hand does not end the bad deploy: the operator puts it back.
+    def stamp() -> str | None:
+        body = cluster.get("deployment", "payflow-api")
+        assert body is not None
+        return (body["spec"]["template"]["metadata"].get("annotations") or {}).get(naming.DIGEST_ANNOTATION)
+
+    digest = wait_for(stamp, 10, "the stamp")
+    unstamp = json.dumps(
+        {"spec": {"template": {"metadata": {"annotations": {naming.DIGEST_ANNOTATION: None}}}}}
+    )
+    cluster.kubectl(
+        "patch", "deployment", "payflow-api", "-n", cluster.namespace, "--type=merge", "-p", unstamp
+    )
+    wait_for(lambda: stamp() == digest, 10, "the stamp put back")
