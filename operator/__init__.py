@@ -1,1 +1,0 @@
-"""The PayFlow incident operator (imported as ``payflow.operator``)."""
