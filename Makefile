@@ -43,12 +43,8 @@ down: ## stop everything `make up` started
 status: ## what the local stack runs
 	@$(STACK) status
 
-demo: up ## a newcomer's entry point: the whole local stack, then what to try
-	@echo
-	@echo "The local stack runs (a real kube-apiserver, etcd, kube-controller-manager, PostgreSQL, Redis)."
-	@echo "  source .payflow/env && kubectl get ns"
-	@echo "  make status        # what runs"
-	@echo "  make down          # stop it all"
+demo: tools ## a newcomer's entry point: the stack, the chart, operator, app and load; then what to try
+	@$(STACK) up --demo
 
 lint: venv ## ruff and mypy
 	@$(VENV)/bin/ruff check .

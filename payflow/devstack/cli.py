@@ -86,9 +86,9 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("PAYFLOW_STATE_DIR") or tools.REPO_ROOT / ".payflow")
 
 
-def env_lines(stack: LocalStack) -> str:
+def env_lines(stack: LocalStack, extra: dict[str, str] | None = None) -> str:
     path = ":".join(str(d) for d in tools.bin_dirs())
-    lines = [f"export {k}={shlex.quote(v)}" for k, v in stack.env().items()]
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in {**stack.env(), **(extra or {})}.items()]
     if path:
         lines.append(f'export PATH={shlex.quote(path)}:"$PATH"')
     return "# written by `payflow-stack up`; use: source .payflow/env\n" + "\n".join(lines) + "\n"
@@ -167,6 +167,7 @@ def supervise(state: StateDir, components: tuple[str, ...], demo: bool = False) 
                     step(f"{what} ready")
             step(f"load generator sending {the_demo.config.load_rate:g} requests/s to {the_demo.app_url}")
             status["demo"] = {"app_url": the_demo.app_url, "namespace": the_demo.config.namespace}
+            state.env_file.write_text(env_lines(stack, {"PAYFLOW_APP_URL": the_demo.app_url}))
         status["ready_seconds"] = round(time.monotonic() - t0, 2)
         publish("ready")
         last_rollout_check = 0.0
@@ -213,8 +214,14 @@ def _tick(workload: Workload, now: float) -> str | None:
 
 def cmd_up(state: StateDir, components: tuple[str, ...], demo: bool = False) -> int:
     if pid := state.supervisor_pid():
+        status = state.read_status()
+        if demo and not status.get("demo"):
+            print("the local stack runs without the demo: `make down`, then `make demo`", file=sys.stderr)
+            return 1
         print(f"already running (supervisor pid {pid}); the supervisor restarts any part that stops")
         print_status(state)
+        if status.get("phase") == "ready":
+            print(next_steps(state, status, float(status.get("ready_seconds") or 0.0)))
         return 0
     try:  # fail fast, before anything starts, when a binary is missing
         for name in with_requirements(components):

@@ -222,6 +222,7 @@ class Demo:
                 "PAYFLOW_HOST": "127.0.0.1",
                 "PAYFLOW_PORT": str(self.config.app_port),
                 "PAYFLOW_RESTART_COUNT": str(restarts),
+                "HOSTNAME": pod,  # what a pod's hostname is: the app reports it as its replica
             }
             return Process("app", [_script("payflow-app")], self.stack.logs / "app.log", env=env)
 
