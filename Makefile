@@ -43,8 +43,9 @@ down: ## stop everything `make up` started
 status: ## what the local stack runs
 	@$(STACK) status
 
+LOAD_RATE ?= 10
 demo: tools ## a newcomer's entry point: the stack, the chart, operator, app and load; then what to try
-	@$(STACK) up --demo
+	@$(STACK) up --demo --load-rate=$(LOAD_RATE)
 
 lint: venv ## ruff and mypy
 	@$(VENV)/bin/ruff check .
@@ -67,8 +68,12 @@ test-integration: tools ## the tests against the local stack
 e2e: venv ## tests/e2e against the cluster in PAYFLOW_E2E_KUBECONFIG
 	@$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
-bench: tools ## every benchmark under bench/, printing its figures
-	@$(PY) bench/stack_startup.py
+bench: tools ## every benchmark under bench/, printing its figures (about 10 minutes)
+	@$(PY) -m bench.stack_startup --runs 3
+	@$(PY) -m bench.api
+	@$(PY) -m bench.operator
+	@$(PY) -m bench.incident_e2e
+	@$(PY) -m bench.loadgen
 
 clean: down ## remove the venv and local state (the tool cache outside the repo stays)
 	@rm -rf $(VENV) .payflow .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,6 +1,6 @@
 """How long the local stack takes to be ready, per part, with a warm tool cache.
 
-    .venv/bin/python bench/stack_startup.py [--runs 5]
+    .venv/bin/python -m bench.stack_startup [--runs 5]
 
 Each run starts the whole stack in a fresh throwaway directory (certificates, initdb, etcd
 data), waits until every part answers its readiness check, and stops it. Goal: the whole

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from payflow.devstack import tools
-from payflow.devstack.demo import Demo
+from payflow.devstack.demo import LOAD_RATE, Demo, DemoConfig
 from payflow.devstack.process import install_signal_guard, pids_mentioning
 from payflow.devstack.stack import ALL_COMPONENTS, PORTS, LocalStack, StackConfig, with_requirements
 from payflow.devstack.workloads import Workload
@@ -115,7 +115,9 @@ class ComponentWorkload(Workload):
             self.next_start = None
 
 
-def supervise(state: StateDir, components: tuple[str, ...], demo: bool = False) -> int:
+def supervise(
+    state: StateDir, components: tuple[str, ...], demo: bool = False, load_rate: float = LOAD_RATE
+) -> int:
     install_signal_guard()
     state.root.mkdir(parents=True, exist_ok=True)
     state.pid_file.write_text(f"{os.getpid()}\n")
@@ -153,19 +155,19 @@ def supervise(state: StateDir, components: tuple[str, ...], demo: bool = False) 
         step(f"local stack ready: {', '.join(config.components)}")
         state.env_file.write_text(env_lines(stack))
         if demo:
-            the_demo = Demo(stack)
+            the_demo = Demo(stack, DemoConfig(load_rate=load_rate))
             the_demo.install(step)
-            for w, what in (
-                (the_demo.operator(), "operator"),
-                (the_demo.app(), "app"),
-                (the_demo.loadgen(), ""),
-            ):
+            app = the_demo.app()
+            for w in (the_demo.operator(), app):
                 w.start()
                 workloads.append(w)
-                if what:
-                    w.wait_ready(timeout=90)
-                    step(f"{what} ready")
-            step(f"load generator sending {the_demo.config.load_rate:g} requests/s to {the_demo.app_url}")
+                w.wait_ready(timeout=90)
+                step(f"{w.name} ready")
+            if load_rate > 0:
+                loadgen = the_demo.loadgen()
+                loadgen.start()
+                workloads.append(loadgen)
+                step(f"load generator sending {load_rate:g} requests/s to {the_demo.app_url}")
             status["demo"] = {"app_url": the_demo.app_url, "namespace": the_demo.config.namespace}
             state.env_file.write_text(env_lines(stack, {"PAYFLOW_APP_URL": the_demo.app_url}))
         status["ready_seconds"] = round(time.monotonic() - t0, 2)
@@ -177,7 +179,7 @@ def supervise(state: StateDir, components: tuple[str, ...], demo: bool = False) 
                 last_rollout_check = now
                 with contextlib.suppress(Exception):  # the API server may be restarting
                     if reason := the_demo.rollout_pending():
-                        workloads[1].restart_requested = reason
+                        app.restart_requested = reason
             events = [e for w in (*parts, *workloads) if (e := _tick(w, now))]
             for event in events:
                 print(event, flush=True)
@@ -212,7 +214,9 @@ def _tick(workload: Workload, now: float) -> str | None:
 # --- the commands ------------------------------------------------------------------------
 
 
-def cmd_up(state: StateDir, components: tuple[str, ...], demo: bool = False) -> int:
+def cmd_up(
+    state: StateDir, components: tuple[str, ...], demo: bool = False, load_rate: float = LOAD_RATE
+) -> int:
     if pid := state.supervisor_pid():
         status = state.read_status()
         if demo and not status.get("demo"):
@@ -253,7 +257,7 @@ def cmd_up(state: StateDir, components: tuple[str, ...], demo: bool = False) -> 
     ]
     with state.log_file.open("ab") as log:
         subprocess.Popen(
-            [*argv, "--demo"] if demo else argv,
+            [*argv, "--demo", f"--load-rate={load_rate}"] if demo else argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -365,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
             help=f"comma-separated subset of {','.join(ALL_COMPONENTS)}",
         )
         p.add_argument("--demo", action="store_true", help="also the chart, the operator, the app and load")
+        p.add_argument(
+            "--load-rate",
+            type=float,
+            default=LOAD_RATE,
+            help=f"demo load, requests/s (default {LOAD_RATE:g}; 0: none)",
+        )
     sub.add_parser("down")
     sub.add_parser("status")
     sub.add_parser("env")
@@ -372,9 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     state = StateDir((args.state_dir or default_state_dir()).resolve())
     if args.cmd in ("up", "supervise"):
         components = tuple(c for c in args.components.split(",") if c)
+        if args.load_rate < 0:
+            parser.error("--load-rate must be 0 or more")
         if args.cmd == "up":
-            return cmd_up(state, components, demo=args.demo)
-        return supervise(state, components, demo=args.demo)
+            return cmd_up(state, components, demo=args.demo, load_rate=args.load_rate)
+        return supervise(state, components, demo=args.demo, load_rate=args.load_rate)
     if args.cmd == "down":
         return cmd_down(state)
     if args.cmd == "status":

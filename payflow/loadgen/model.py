@@ -122,7 +122,7 @@ class Tally:
     failed: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
-    dropped: int = 0  # arrivals not sent because too many requests were already in flight
+    dropped: int = 0  # arrivals not sent because too many requests were already in flight (not in sent)
 
     def record(self, kind: Kind, status: int | None, seconds: float) -> None:
         ok = status is not None and 200 <= status < 300
@@ -137,6 +137,7 @@ class Tally:
         sent = sum(self.sent.values())
         return {
             "elapsed_s": round(elapsed, 3),
+            "arrivals": sent + self.dropped,
             "sent": sent,
             "rate_per_s": round(sent / elapsed, 2) if elapsed > 0 else 0.0,
             "succeeded": sum(self.succeeded.values()),

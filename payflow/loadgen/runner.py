@@ -130,11 +130,11 @@ class LoadGenerator:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 kind = self._picker.pick()
-                self.tally.sent[kind] = self.tally.sent.get(kind, 0) + 1
                 if self._in_flight >= cfg.max_in_flight:
                     self.tally.dropped += 1
                     self.metrics.dropped.inc()
                     continue
+                self.tally.sent[kind] = self.tally.sent.get(kind, 0) + 1
                 task = asyncio.create_task(self._send(client, self._plan(kind)))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -73,6 +73,6 @@ def test_tally_summary() -> None:
     tally.record(Kind.CREATE, None, 0.030)
     tally.record(Kind.STATS, 200, 0.040)
     s = tally.summary(elapsed=2.0)
-    assert (s["sent"], s["succeeded"], s["failed"], s["rate_per_s"]) == (4, 2, 2, 2.0)
+    assert (s["arrivals"], s["sent"], s["succeeded"], s["failed"], s["rate_per_s"]) == (4, 4, 2, 2, 2.0)
     assert s["by_status"] == {"200": 1, "201": 1, "500": 1, "error": 1}
     assert s["latency_ms"]["p50"] == 20.0
