@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from payflow import __version__
 from payflow.app import errors, logs, metrics
-from payflow.app.api.routes import config, faults, health, stats, transactions
+from payflow.app.api.routes import config, dashboard, faults, health, series, stats, transactions
 from payflow.app.cache import RedisCache, ResponseCache
 from payflow.app.faults.controller import FaultController
 from payflow.app.faults.injectors import (
@@ -28,11 +28,15 @@ from payflow.app.faults.injectors import (
 from payflow.app.faults.watcher import ConfigMapWatcher, make_api_client
 from payflow.app.middleware import RequestMiddleware
 from payflow.app.migrations import migrate
+from payflow.app.series_store import SeriesStore
 from payflow.app.services import Services
 from payflow.app.settings import Settings, get_settings
 from payflow.app.window import RequestWindow
 
 log = logging.getLogger("payflow.app")
+
+# Plain routers (only APIRoutes, no router-level dependencies): see create_app.
+FLAT = (health, transactions, stats, config, faults)
 
 
 async def run_migrations(database_url: str, deadline_s: float = 60.0) -> list[int]:
@@ -107,6 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             faults=controller,
             window=RequestWindow(),
         )
+        series_store = SeriesStore(
+            services.window.series, s.redis_url, s.release, s.redis_timeout_s, s.redis_retry_after_s
+        )
+        series_store.start()
+        app.state.series = series_store
         await controller.start(s.fault_env)
         ticker = Ticker(controller.active, leak)
         ticker.start()
@@ -142,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.watcher.stop()
             await ticker.stop()
             await controller.stop()
+            await series_store.stop()
             await redis.close()
             await pool.close()
             holder.pop("services", None)
@@ -151,13 +161,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Payments on PostgreSQL with a Redis cache, and six injectable faults. See docs/api.md.",
         lifespan=lifespan,
+        # No OpenTelemetry here (metrics are Prometheus, logs are JSON lines): without this, FastAPI
+        # looks the providers up on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     errors.install(app)
-    modules = (health, transactions, stats, config, faults)
+    modules = (health, transactions, stats, series, config, faults, dashboard)
     routes = tuple(route for module in modules for route in module.router.routes)
     app.add_middleware(RequestMiddleware, services=lambda: holder.get("services"), routes=lambda: routes)
     for module in modules:
-        app.include_router(module.router)
+        if module in FLAT:
+            # Their routes carry prefix, tags and responses already: added directly, a request is
+            # matched once instead of once per included router (about 20 us less per request).
+            app.router.routes.extend(module.router.routes)
+        else:
+            app.include_router(module.router)
     return app
 
 

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
     replica: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or os.uname().nodename)
+    restart_count: int | None = Field(
+        default=None, ge=0, description="Restarts before this process, when a supervisor says (local demo)."
+    )
 
     # PostgreSQL pool
     db_pool_min: int = Field(default=2, ge=0, le=100)

@@ -7,6 +7,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from payflow.app.series import SeriesRecorder
+
 
 @dataclass(frozen=True)
 class WindowStats:
@@ -43,12 +45,19 @@ def summarize(samples: list[tuple[float, float, bool]], now: float, seconds: int
 
 
 class RequestWindow:
-    def __init__(self, horizon_s: int = 300, max_samples: int = 200_000) -> None:
+    """The last ``horizon_s`` of samples for /api/stats; each request also goes into ``series``
+    (the dashboard's time buckets, flushed to Redis by :mod:`payflow.app.series_store`)."""
+
+    def __init__(
+        self, horizon_s: int = 300, max_samples: int = 200_000, series: SeriesRecorder | None = None
+    ) -> None:
         self.horizon_s = horizon_s
         self._samples: deque[tuple[float, float, bool]] = deque(maxlen=max_samples)
+        self.series = series if series is not None else SeriesRecorder()
 
     def add(self, duration_s: float, server_error: bool) -> None:
         self._samples.append((time.monotonic(), duration_s, server_error))
+        self.series.add(duration_s, server_error)
 
     def stats(self, windows: tuple[int, ...] = (60, 300)) -> list[WindowStats]:
         now = time.monotonic()
