@@ -26,7 +26,9 @@ log = logging.getLogger("payflow.app.http")
 API_PREFIX = "/api/"
 # The introspection endpoints stay readable during an incident: they are how an operator (or an
 # RCA tool) sees what is in force. Faults that break the process or the pool still reach them.
-SPARED = ("/api/config", "/api/faults/")
+# Neither they nor the dashboard's series count as traffic in /api/stats and the series: a dashboard
+# polling them would dilute the error ratio that a fault sets.
+SPARED = ("/api/config", "/api/faults/", "/api/stats/series")
 PROCESS_WIDE = ("cpuBurn", "dbTimeout")  # in force for the whole process: they touch every API request
 
 
@@ -133,7 +135,7 @@ class RequestMiddleware:
             route = getattr(route_obj, "path", None) or self._template(scope)
             metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
             metrics.HTTP_DURATION.labels(route, method).observe(duration)
-            if is_api and svc is not None:
+            if is_api and svc is not None and not path.startswith(SPARED):
                 svc.window.add(duration, status >= 500)
             level = logging.ERROR if status >= 500 else logging.INFO
             log.log(
