@@ -16,6 +16,10 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
 }
 
 
+# One encoder for every line (json.dumps with options would build one per call).
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -32,10 +36,22 @@ class JsonFormatter(logging.Formatter):
             data["traceback"] = "".join(traceback.format_exception(*record.exc_info))
         if record.stack_info:
             data["stack"] = record.stack_info
-        return json.dumps(data, default=str, separators=(",", ":"))
+        return _ENCODER.encode(data)
+
+
+def emit(logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
+    """``logger.log(level, msg, *args, extra=extra)`` without the caller lookup (a walk up the
+    stack for file and line, which the JSON lines do not carry): the per-request log line."""
+    if logger.isEnabledFor(level):
+        logger.handle(logger.makeRecord(logger.name, level, "", 0, msg, args, None, extra=extra))
 
 
 def configure(level: str) -> None:
+    # The JSON lines carry neither thread nor process names: don't collect them for every record
+    # (the logging HOWTO's "Optimization" switches).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

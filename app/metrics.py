@@ -43,3 +43,29 @@ FAULT_INJECTIONS = Counter(
     "payflow_fault_injections_total", "Requests or ticks on which a fault acted.", ["fault"]
 )
 FAULT_WATCH_UP = Gauge("payflow_fault_watch_connected", "1 while the ConfigMap watch is connected.")
+
+
+# --- labelled children, looked up once ------------------------------------------------------------
+# ``labels()`` takes a lock and builds a key on every call; the hot path asks these caches instead.
+# They hold what the metrics already hold (prometheus-client keeps every child), so no new bound.
+
+_HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+_TX_CHILDREN: dict[tuple[str, str], Counter] = {}
+
+
+def http_request(route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+    """The (request counter, duration histogram) children of a route, method and status."""
+    key = (route, method, status)
+    children = _HTTP_CHILDREN.get(key)
+    if children is None:
+        children = (HTTP_REQUESTS.labels(route, method, str(status)), HTTP_DURATION.labels(route, method))
+        _HTTP_CHILDREN[key] = children
+    return children
+
+
+def transactions(status: str, currency: str) -> Counter:
+    """The ``payflow_transactions_total`` child of a status and currency."""
+    child = _TX_CHILDREN.get((status, currency))
+    if child is None:
+        child = _TX_CHILDREN[(status, currency)] = TRANSACTIONS.labels(status, currency)
+    return child

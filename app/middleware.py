@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payflow.app import metrics
+from payflow.app import logs, metrics
 from payflow.app.errors import error_body
 from payflow.app.faults import injectors
 from payflow.app.services import Services
@@ -133,18 +133,17 @@ class RequestMiddleware:
             duration = time.perf_counter() - start
             route_obj = scope.get("route")
             route = getattr(route_obj, "path", None) or self._template(scope)
-            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            metrics.HTTP_DURATION.labels(route, method).observe(duration)
+            counter, histogram = metrics.http_request(route, method, status)
+            counter.inc()
+            histogram.observe(duration)
             if is_api and svc is not None and not path.startswith(SPARED):
                 svc.window.add(duration, status >= 500)
-            level = logging.ERROR if status >= 500 else logging.INFO
-            log.log(
-                level,
+            logs.emit(
+                log,
+                logging.ERROR if status >= 500 else logging.INFO,
                 "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
+                (method, path, status),
+                {
                     "request_id": rid,
                     "method": method,
                     "route": route,
