@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -9,6 +10,7 @@ from uuid import UUID
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -21,6 +23,21 @@ from payflow.app import payments
 from payflow.app.currencies import CURRENCIES
 
 StatusName = Literal["pending", "authorized", "declined", "failed"]
+
+# What the OpenAPI document promises for a date-time query parameter (RFC 3339). pydantic alone
+# would also take a Unix timestamp ("0") or a date: those are refused (422), so the document
+# tells the truth. The zone stays optional here: the routes refuse a naive time with a 400
+# that says so.
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
+def _iso_datetime(value: Any) -> Any:
+    if isinstance(value, str) and not _ISO_DATETIME.fullmatch(value):
+        raise ValueError("expected an ISO 8601 date-time such as 2026-01-01T00:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
 
 
 class TransactionCreate(BaseModel):

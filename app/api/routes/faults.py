@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query
 from payflow.app import repository
 from payflow.app.api.deps import ConnDep, SettingsDep
 from payflow.app.errors import ApiError
-from payflow.app.models import ERROR_RESPONSES, FaultHistory
+from payflow.app.models import ERROR_RESPONSES, FaultHistory, IsoDateTime
 from payflow.faults import BY_NAME
 
 router = APIRouter(prefix="/api/faults", tags=["faults"], responses=ERROR_RESPONSES)
@@ -21,7 +20,7 @@ async def history(
     conn: ConnDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    since: Annotated[datetime | None, Query(description="Only transitions at or after this time.")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Only transitions at or after this time.")] = None,
     fault: Annotated[str | None, Query(description="One fault name of the vocabulary.")] = None,
     release: Annotated[str | None, Query(description="Default: this app's release; '*' for all.")] = None,
 ) -> dict[str, Any]:

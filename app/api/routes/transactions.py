@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -16,7 +15,13 @@ from payflow.app.api.deps import ConnDep, ServicesDep
 from payflow.app.api.routing import RequestOnlyRoute
 from payflow.app.currencies import CURRENCIES
 from payflow.app.errors import ApiError
-from payflow.app.models import ERROR_RESPONSES, TransactionCreate, TransactionPage, TransactionPublic
+from payflow.app.models import (
+    ERROR_RESPONSES,
+    IsoDateTime,
+    TransactionCreate,
+    TransactionPage,
+    TransactionPublic,
+)
 from payflow.app.services import Services
 from payflow.app.views import CursorError, decode_cursor, encode_cursor, transaction_json
 
@@ -167,8 +172,10 @@ async def list_transactions(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     status: Annotated[Literal["pending", "authorized", "declined", "failed"] | None, Query()] = None,
     currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
-    created_from: Annotated[datetime | None, Query(description="Inclusive lower bound (ISO 8601).")] = None,
-    created_to: Annotated[datetime | None, Query(description="Exclusive upper bound (ISO 8601).")] = None,
+    created_from: Annotated[
+        IsoDateTime | None, Query(description="Inclusive lower bound (ISO 8601).")
+    ] = None,
+    created_to: Annotated[IsoDateTime | None, Query(description="Exclusive upper bound (ISO 8601).")] = None,
 ) -> Response:
     try:
         after = decode_cursor(cursor) if cursor else None
