@@ -1,0 +1,1 @@
+"""Fuzzing: schemathesis against the app's OpenAPI, hypothesis against the incident API."""
