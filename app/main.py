@@ -34,6 +34,8 @@ from payflow.app.settings import Settings, get_settings
 from payflow.app.window import RequestWindow
 
 log = logging.getLogger("payflow.app")
+# How long psycopg_pool keeps retrying one lost connection before it gives that retry chain up.
+DB_RECONNECT_WINDOW_S = 2.0
 
 # Plain routers (only APIRoutes, no router-level dependencies): see create_app.
 FLAT = (health, transactions, stats, config, faults)
@@ -78,6 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             min_size=min(s.db_pool_min, s.db_pool_max),
             max_size=s.db_pool_max,
             timeout=s.db_pool_timeout_s,
+            # psycopg_pool retries a lost connection with an uncapped exponential back-off (1, 2,
+            # 4, 8 s...), so after a 10 s outage its next try could come 5 s after the database's
+            # return. Giving a retry chain up after 2 s lets the next waiting request start a fresh
+            # one at once: while requests wait, a try happens at least every 2 s.
+            reconnect_timeout=DB_RECONNECT_WINDOW_S,
             open=False,
             name="payflow",
             kwargs={

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import time
@@ -39,6 +40,12 @@ PORTS = {
     "kube-apiserver": ("kube-apiserver",),
     "kube-controller-manager": ("kube-controller-manager",),
 }
+
+# How each component is asked to stop (then SIGKILL after the timeout). PostgreSQL gets SIGINT,
+# its fast shutdown (the official image's STOPSIGNAL): SIGTERM is its smart shutdown, which waits
+# for every client session to end, and a connection pool never ends them, so it took the full
+# timeout and then a SIGKILL, which with synchronous_commit=off loses commits already acknowledged.
+STOP_SIGNALS = {"postgres": signal.SIGINT}
 
 DATABASE_NAME = "payflow"
 PG_USER = "postgres"
@@ -194,7 +201,7 @@ class LocalStack:
     def stop_component(self, name: str, timeout: float = 10.0) -> None:
         proc = self.processes.get(name)
         if proc is not None:
-            proc.stop(timeout=timeout)
+            proc.stop(timeout=timeout, sig=STOP_SIGNALS.get(name, signal.SIGTERM))
 
     def stop(self) -> None:
         for name in reversed(self.config.components):

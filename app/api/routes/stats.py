@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from psycopg_pool import PoolTimeout
 
 from payflow.app import repository
 from payflow.app.models import ERROR_RESPONSES
@@ -57,20 +60,30 @@ async def stats(request: Request) -> Response:
     body = local.fresh()
     if body is not None:
         return Response(body, media_type="application/json", headers={"X-Cache": "local"})
-    async with local.lock:
+    settings = services.settings
+    # One deadline for the queue and the pool: waiters queue behind the computing request, and
+    # when PostgreSQL is away each would otherwise wait the full pool timeout in turn.
+    deadline = time.monotonic() + settings.db_pool_timeout_s
+    try:
+        async with asyncio.timeout(settings.db_pool_timeout_s):
+            await local.lock.acquire()
+    except TimeoutError:
+        raise PoolTimeout("the statistics are being computed by another request") from None
+    try:
         body = local.fresh()
         if body is not None:
             return Response(body, media_type="application/json", headers={"X-Cache": "local"})
-        settings = services.settings
         key = f"payflow:{settings.release}:stats:v1"
         body = await services.redis.get(key)
         source = "hit"
         if body is None:
             source = "miss"
-            async with services.pool.connection() as conn:
+            async with services.pool.connection(timeout=max(0.0, deadline - time.monotonic())) as conn:
                 rows = await repository.transaction_totals(conn)
             windows = [asdict(w) for w in services.window.stats()]
             body = json.dumps(build_stats(rows, windows, settings.replica), separators=(",", ":")).encode()
             await services.redis.set(key, body, settings.stats_ttl_s)
         local.store(body, min(settings.stats_local_ttl_s, settings.stats_ttl_s))
+    finally:
+        local.lock.release()
     return Response(body, media_type="application/json", headers={"X-Cache": source})
