@@ -120,3 +120,20 @@ kind-down: ## delete the kind cluster
 
 e2e-kind: venv ## tests/e2e against the kind cluster of make kind-up
 	PAYFLOW_E2E_KUBECONFIG=$(KIND_KUBECONFIG) $(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+# ---- Fuzzing and security (docs/security.md) ---------------------------------------------------
+# The same suites run in `make test` with small example budgets; these targets raise them.
+FUZZ_API_EXAMPLES      ?= 200
+FUZZ_INCIDENT_EXAMPLES ?= 200
+FUZZ_REPORT            ?= .payflow/fuzz-report.json
+
+.PHONY: fuzz security
+
+fuzz: tools ## schemathesis on the app's OpenAPI, generated incidents on the operator; figures in .payflow/fuzz-report.json
+	@mkdir -p $(dir $(FUZZ_REPORT)) && rm -f $(FUZZ_REPORT)
+	PAYFLOW_FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) PAYFLOW_FUZZ_INCIDENT_EXAMPLES=$(FUZZ_INCIDENT_EXAMPLES) \
+	  PAYFLOW_FUZZ_REPORT=$(CURDIR)/$(FUZZ_REPORT) $(VENV)/bin/pytest tests/fuzz --timeout 900 $(PYTEST_ARGS)
+	@cat $(FUZZ_REPORT)
+
+security: tools ## manifests, no secret in outputs or logs, the RBAC matrix (= docs/security.md), the opt-in
+	@$(VENV)/bin/pytest tests/security $(PYTEST_ARGS)
