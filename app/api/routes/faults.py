@@ -22,7 +22,14 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     since: Annotated[IsoDateTime | None, Query(description="Only transitions at or after this time.")] = None,
     fault: Annotated[str | None, Query(description="One fault name of the vocabulary.")] = None,
-    release: Annotated[str | None, Query(description="Default: this app's release; '*' for all.")] = None,
+    release: Annotated[
+        str | None,
+        Query(
+            max_length=53,
+            pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$",
+            description="A release name; default: this app's release; '*' for all.",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     if fault is not None and fault not in BY_NAME:
         raise ApiError(400, "invalid_filter", f"unknown fault {fault!r}; known: {', '.join(BY_NAME)}")
