@@ -65,6 +65,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
+    # Retry failed API calls (watches too) at most 2 s apart, for about a minute as kopf's default
+    # does: its delays grow to 13 and 21 s, so after a 10 s API server outage the incidents watch
+    # came back up to 9 s after the server did.
+    settings.networking.error_backoffs = [0.5, 1.0, 1.0] + [2.0] * 28
     settings.execution.max_workers = 4
     # Watch only what a release labels as its faults ConfigMap and app Deployment.
     settings.watching.label_selectors[CONFIGMAPS] = f"{naming.COMPONENT_LABEL}={naming.FAULTS_COMPONENT}"

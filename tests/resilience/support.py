@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -23,10 +24,15 @@ from typing import Any
 import httpx
 import psycopg
 
+from payflow import faults as vocab
+from payflow import naming
+from payflow.devstack import tools
 from payflow.devstack.process import Process, free_port
 from payflow.devstack.stack import LocalStack
 from payflow.loadgen.model import Kind, Mix
 from payflow.loadgen.runner import LoadConfig, LoadGenerator
+from tests.integration.operator.conftest import BASELINE, CRD_FILE, RELEASE, configmap_manifest, incident
+from tests.support import wait_for
 
 REPORT_DIR_ENV = "PAYFLOW_RESILIENCE_REPORT"  # a directory: each suite writes <name>.json there
 
@@ -286,11 +292,12 @@ class BackgroundLoad:
         assert not self._thread.is_alive(), "the load generator did not finish in time"
 
 
-def while_running(until: float, step: Callable[[], None]) -> None:
-    """Call ``step`` (a probe, a supervisor tick) until ``until`` (time.monotonic()): a bounded
-    wait that is the fault itself, doing useful work, never a bare sleep."""
+def while_running(until: float, step: Callable[[], object], interval: float = 0.05) -> None:
+    """Call ``step`` (a probe, a supervisor tick) every ``interval`` s until ``until``
+    (time.monotonic()): the bounded wait that is the fault itself, spent doing useful work."""
     while time.monotonic() < until:
         step()
+        time.sleep(max(0.0, min(interval, until - time.monotonic())))
 
 
 def retry_everything(url: str, ledger: Ledger, attempts: int = 3) -> dict[str, int]:
@@ -305,7 +312,11 @@ def retry_everything(url: str, ledger: Ledger, attempts: int = 3) -> dict[str, i
                 except httpx.HTTPError:
                     continue
                 ledger.record(key, body, parse_answer("final-retry", resp))
-                counts[str(resp.status_code)] = counts.get(str(resp.status_code), 0) + 1
+                label = str(resp.status_code)
+                if resp.status_code == 201:  # replayed: it was stored before; created: only now
+                    replayed = resp.headers.get("Idempotent-Replayed") == "true"
+                    label += " replayed" if replayed else " created"
+                counts[label] = counts.get(label, 0) + 1
                 if resp.status_code < 500:
                     break
     return dict(sorted(counts.items()))
@@ -331,3 +342,84 @@ def audit(database_url: str, ledger: Ledger, acknowledged: Mapping[str, str]) ->
         "duplicated": duplicated,
         "lost": lost,
     }
+
+
+# --- a release in an API server, through the Python client -----------------------------
+
+
+class Kube:
+    """The reads and writes the kube suites make: incidents and the release's faults ConfigMap
+    in one opted-in namespace (kubectl only installs the CRD)."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        from kubernetes import client, config
+
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.api = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core: Any = client.CoreV1Api(self.api)
+        self.custom: Any = client.CustomObjectsApi(self.api)
+        self.release = RELEASE
+
+    def close(self) -> None:
+        self.api.close()
+
+    def install(self) -> None:
+        """The CRD, the opted-in namespace, the faults ConfigMap with its baseline."""
+        from kubernetes import client
+
+        kubectl = str(tools.find("kubectl").path)
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        for args in (
+            ["apply", "--server-side", "-f", str(CRD_FILE)],
+            ["wait", "--for=condition=Established", "--timeout=30s", f"crd/{naming.PLURAL}.{naming.GROUP}"],
+        ):
+            subprocess.run([kubectl, *args], env=env, check=True, capture_output=True, timeout=60)
+        labels = {naming.OPT_IN_LABEL: naming.OPT_IN_VALUE}
+        self.core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace, labels=labels))
+        )
+        self.core.create_namespaced_config_map(self.namespace, configmap_manifest(self.release))
+        # Discovery may lag the Established condition by a moment.
+        wait_for(lambda: self.incidents() is not None, 15, "the CRD served")
+
+    def _crd_args(self) -> tuple[str, str, str]:
+        return naming.GROUP, naming.VERSION, self.namespace
+
+    def incidents(self) -> list[dict[str, Any]]:
+        body = self.custom.list_namespaced_custom_object(*self._crd_args(), naming.PLURAL)
+        return list(body["items"])
+
+    def create(self, name: str, faults: dict[str, Any], duration: str | None = None) -> None:
+        body = {**incident(name, faults, duration=duration)}
+        self.custom.create_namespaced_custom_object(*self._crd_args(), naming.PLURAL, body)
+
+    def update(self, name: str, faults: dict[str, Any]) -> None:
+        # A JSON merge patch would merge the fault maps; replace spec.faults whole instead.
+        patch = [{"op": "replace", "path": "/spec/faults", "value": faults}]
+        self.custom.api_client.call_api(
+            f"/apis/{naming.GROUP}/{naming.VERSION}/namespaces/{self.namespace}/{naming.PLURAL}/{name}",
+            "PATCH",
+            body=patch,
+            header_params={"Content-Type": "application/json-patch+json"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(*self._crd_args(), naming.PLURAL, name)
+
+    def configmap_data(self) -> dict[str, str]:
+        body = self.core.read_namespaced_config_map(
+            naming.faults_configmap_name(self.release), self.namespace
+        )
+        return dict(body.data or {})
+
+    def faults(self) -> vocab.FaultSet:
+        return vocab.FaultSet.from_env(self.configmap_data())
+
+
+def expected_faults(spec_faults: list[dict[str, Any]]) -> vocab.FaultSet:
+    """``payflow.faults.merge`` of the baseline and these incidents' faults."""
+    sets = [("", BASELINE)] + [(f"i{n}", vocab.FaultSet.from_spec(f)) for n, f in enumerate(spec_faults)]
+    return vocab.merge(sets).faults
