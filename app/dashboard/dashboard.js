@@ -10,6 +10,7 @@
   const MINUTES = 15;
   const STEP = 5;
   const FETCH_TIMEOUT_MS = 4000;
+  const TX_TIMEOUT_MS = 15000;
   const FAULT_COLORS = {
     latency: "#b07800", errorRate: "#cf222e", cpuBurn: "#bc4c00",
     panic: "#8250df", oom: "#bf3989", dbTimeout: "#0969da",
@@ -45,9 +46,9 @@
   }
 
   // --- fetching -------------------------------------------------------------------------------
-  async function getJSON(path) {
+  async function getJSON(path, timeoutMs = FETCH_TIMEOUT_MS) {
     const ctrl = new AbortController();
-    const timer = setTimeout(() => ctrl.abort(), FETCH_TIMEOUT_MS);
+    const timer = setTimeout(() => ctrl.abort(), timeoutMs);
     try {
       const resp = await fetch(path, { signal: ctrl.signal, cache: "no-store" });
       const body = await resp.json().catch(() => null);
@@ -87,13 +88,16 @@
     if (state.failingSince) {
       status.dataset.state = "offline";
       const since = state.failingSince;
-      const last = state.lastOk ? ` Showing data from ${clock(state.lastOk)}.` : "";
-      status.textContent = `API unreachable since ${clock(since)} (${ago((Date.now() - since) / 1000)}): ` +
-        `the app may be restarting.${last} Retrying…`;
+      const last = state.lastOk ? ` · showing data of ${clock(state.lastOk)}` : "";
+      status.textContent = `API unreachable for ${ago((Date.now() - since) / 1000)} (since ${clock(since)}): ` +
+        `app restarting?${last} · retrying`;
+      status.title = "The app does not answer: a crash (OOM, panic) and its restart back-off, or a rollout.";
     } else if (state.lastOk) {
       status.dataset.state = "live";
       status.textContent = `Live · updated ${clock(state.lastOk)}`;
+      status.title = "";
     }
+    $("faults-title").textContent = state.failingSince ? "Faults in force (last known)" : "Faults in force";
   }
 
   // --- config: faults in force, replica, restarts ---------------------------------------------
@@ -241,9 +245,11 @@
       cursor: { points: { show: true }, drag: { x: false, y: false } },
       scales: { x: { time: true }, y: yOpts.scale },
       axes: [
-        { stroke: "#4f5963", grid: { stroke: "#eaeef2" }, ticks: { stroke: "#d0d7de" } },
-        { stroke: "#4f5963", grid: { stroke: "#eaeef2" }, ticks: { stroke: "#d0d7de" }, size: 52,
-          values: yOpts.values },
+        { stroke: "#4f5963", grid: { stroke: "#eaeef2" }, ticks: { stroke: "#d0d7de" }, size: 28, space: 60,
+          values: (u, splits) => splits.map((v) => { const d = new Date(v * 1000); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; }) },
+        { stroke: "#4f5963", grid: { stroke: "#eaeef2" }, ticks: { stroke: "#d0d7de" }, size: 62,
+          values: (u, splits) => splits.map((v) => (v === null || v === undefined ? "" : yOpts.values(v))),
+          ...(yOpts.splits ? { splits: yOpts.splits } : {}) },
       ],
       series: [{}, ...series],
       hooks: { draw: [(u) => drawBands(u, fig)] },
@@ -258,14 +264,30 @@
   function setupCharts() {
     makeChart("chart-rate", [
       { label: "req/s", stroke: "#0969da", width: 2, fill: "rgba(9,105,218,0.08)", points: { show: false } },
-    ], { scale: { range: (u, min, max) => [0, Math.max(1, max * 1.15)] }, values: (u, v) => v.map((x) => x.toFixed(x < 10 ? 1 : 0)) });
+    ], { scale: { range: (u, min, max) => [0, Math.max(1, (max || 0) * 1.15)] }, values: (x) => x.toFixed(x < 10 ? 1 : 0) });
     makeChart("chart-errors", [
       { label: "5xx %", stroke: "#cf222e", width: 2, fill: "rgba(207,34,46,0.08)", points: { show: false } },
-    ], { scale: { range: (u, min, max) => [0, Math.max(5, Math.min(100, max * 1.15))] }, values: (u, v) => v.map((x) => `${x}%`) });
+    ], { scale: { range: (u, min, max) => [0, Math.max(5, Math.min(100, (max || 0) * 1.15))] }, values: (x) => `${x}%` });
     makeChart("chart-latency", [
       { label: "p50 ms", stroke: "#116329", width: 2, points: { show: false } },
       { label: "p95 ms", stroke: "#8250df", width: 2, points: { show: false } },
-    ], { scale: { distr: 3 }, values: (u, v) => v.map((x) => (x >= 1000 ? `${x / 1000}s` : `${x}ms`)) });
+    ], {
+      // Log scale from one decade below the fastest to one above the slowest: a 5 s incident and
+      // a 5 ms baseline both stay readable.
+      scale: {
+        distr: 3, log: 10,
+        range: (u, min, max) => [
+          10 ** Math.floor(Math.log10(Math.max(1, min || 1))),
+          10 ** Math.max(2, Math.ceil(Math.log10(Math.max(1, max || 1) * 2))),  // room for the band labels
+        ],
+      },
+      splits: (u, axis, min, max) => {
+        const out = [];
+        for (let d = min; d <= max * 1.001; d *= 10) { out.push(d); if (d * 3 < max) out.push(d * 3); }
+        return out;
+      },
+      values: (x) => (x >= 1000 ? `${x / 1000} s` : `${x} ms`),
+    });
   }
 
   async function refreshSeries() {
@@ -280,9 +302,10 @@
     state.processStart = started;
     $("uptime").textContent = ago(epoch(body.generated_at) - started);
     $("uptime").title = `since ${new Date(body.process_started_at).toLocaleString()}`;
-    const pts = body.points;
-    const t = pts.map((p) => p.t);
     const end = epoch(body.generated_at);
+    // The step still filling is left out: its rate over a second or two is noise.
+    const pts = body.points.filter((p) => p.t + body.step <= end);
+    const t = pts.map((p) => p.t);
     const xRange = { min: end - MINUTES * 60, max: end };
     const data = {
       "chart-rate": [t, pts.map((p) => p.rate_per_s)],
@@ -299,13 +322,12 @@
       fig.dataset.updated = body.generated_at;
       fig.dataset.source = body.source;
     }
-    // The newest complete step speaks for "now" (the one still filling is noisy).
-    const last = pts.length > 1 ? pts[pts.length - 2] : pts[pts.length - 1];
+    const last = pts[pts.length - 1];
     const fmt = (v, digits) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
     setLatest("chart-rate", `${fmt(last && last.rate_per_s, 1)} req/s`, last && last.rate_per_s);
     setLatest("chart-errors", `${fmt(last && last.error_ratio !== null ? last.error_ratio * 100 : null, 1)} %`,
       last && last.error_ratio);
-    setLatest("chart-latency", `p50 ${fmt(last && last.p50_ms, 0)} · p95 ${fmt(last && last.p95_ms, 0)} ms`,
+    setLatest("chart-latency", `p50 ${fmt(last && last.p50_ms, 0)} ms · p95 ${fmt(last && last.p95_ms, 0)} ms`,
       last && last.p95_ms);
     const note = body.source === "memory" ? " (Redis unreachable: this process only)" : "";
     $("band-legend").dataset.source = body.source;
@@ -345,6 +367,8 @@
       band.style.width = `${Math.max(2, right - left)}px`;
       const label = el("span", { class: "band-label" }, b.incidents.length ? `${b.fault} · ${b.incidents.join(", ")}` : b.fault);
       label.style.top = `${2 + 15 * Math.max(0, order.indexOf(b.fault))}px`;
+      // Near the right edge (a band still in force ends at "now"), the label reads leftwards.
+      if (right > over.clientWidth - 170) { label.style.left = "auto"; label.style.right = "3px"; }
       band.append(label);
       over.append(band);
     }
@@ -358,14 +382,18 @@
 
   // --- transactions -------------------------------------------------------------------------------
   async function refreshTransactions() {
+    // The product's own endpoint: faults reach it, so it may be slow or fail; the panel says so.
     let body;
+    const started = performance.now();
     try {
-      body = await getJSON("/api/transactions?limit=10");
+      body = await getJSON("/api/transactions?limit=10", TX_TIMEOUT_MS);
     } catch (e) {
-      $("tx-note").textContent = e.http ? `(not updated: HTTP ${e.http} ${e.message})` : "(not updated)";
+      $("tx-note").textContent = e.http ? `(not updated: HTTP ${e.http} ${e.message})`
+        : e.name === "AbortError" ? `(not updated: no answer within ${TX_TIMEOUT_MS / 1000} s)` : "(not updated)";
       return;
     }
-    $("tx-note").textContent = "";
+    const took = (performance.now() - started) / 1000;
+    $("tx-note").textContent = took >= 1 ? `(answered in ${took.toFixed(1)} s)` : "";
     const rows = $("tx-rows");
     rows.replaceChildren();
     if (body.items.length === 0) rows.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "No transaction yet.")));

@@ -141,3 +141,13 @@ def test_the_series_covers_the_whole_window() -> None:
 def test_queries_are_validated(minutes: int, step: int, reason: str | None) -> None:
     got = series.validate_query(minutes, step)
     assert (got is None) if reason is None else (got is not None and reason in got)
+
+
+@given(st.lists(st.tuples(st.floats(0, 120), st.booleans()), max_size=50))
+def test_the_recorder_hot_path_agrees_with_bucket_add(requests: list[tuple[float, bool]]) -> None:
+    rec = SeriesRecorder(clock=lambda: 42.0)
+    expected = Bucket()
+    for duration, error in requests:
+        rec.add(duration, error)
+        expected.add(duration, error)
+    assert rec.drain() == ({40: expected} if requests else {})
