@@ -137,3 +137,34 @@ fuzz: tools ## schemathesis on the app's OpenAPI, generated incidents on the ope
 
 security: tools ## manifests, no secret in outputs or logs, the RBAC matrix (= docs/security.md), the opt-in
 	@$(VENV)/bin/pytest tests/security $(PYTEST_ARGS)
+
+# ---- Resilience (docs/reliability.md) ----------------------------------------------------------
+# Each suite stops or kills a part of a stack of its own and prints its figures (also written as
+# JSON under RESILIENCE_REPORT). `make test` runs them all at small sizes; these run full length.
+RESILIENCE_CYCLES  ?= 100
+RESILIENCE_CRASHES ?= 8
+RESILIENCE_SEED    ?= 7
+RESILIENCE_REPORT  ?= .payflow/resilience
+RESILIENCE_PYTEST  := PAYFLOW_RESILIENCE_CYCLES=$(RESILIENCE_CYCLES) PAYFLOW_RESILIENCE_CRASHES=$(RESILIENCE_CRASHES) \
+  PAYFLOW_RESILIENCE_SEED=$(RESILIENCE_SEED) PAYFLOW_RESILIENCE_REPORT=$(CURDIR)/$(RESILIENCE_REPORT) \
+  $(VENV)/bin/pytest -s -p no:cacheprovider --timeout 1800
+
+.PHONY: resilience resilience-operator resilience-app resilience-db resilience-redis resilience-kube
+
+resilience-operator: tools ## the operator SIGKILLed at random moments over RESILIENCE_CYCLES cycles (about 4 min)
+	@$(RESILIENCE_PYTEST) tests/resilience/test_operator_crashes.py $(PYTEST_ARGS)
+
+resilience-app: tools ## the app crashing RESILIENCE_CRASHES times under load: nothing acknowledged lost (about 3 min)
+	@$(RESILIENCE_PYTEST) tests/resilience/test_app_crashes.py $(PYTEST_ARGS)
+
+resilience-db: tools ## PostgreSQL stopped for 10 s under load: clear 503s, back within 5 s, nothing lost
+	@$(RESILIENCE_PYTEST) tests/resilience/test_postgres_outage.py $(PYTEST_ARGS)
+
+resilience-redis: tools ## Redis stopped under load: no 5xx
+	@$(RESILIENCE_PYTEST) tests/resilience/test_redis_outage.py $(PYTEST_ARGS)
+
+resilience-kube: tools ## kube-apiserver stopped for 10 s: faults stay, operator and watch recover alone
+	@$(RESILIENCE_PYTEST) tests/resilience/test_apiserver_outage.py $(PYTEST_ARGS)
+
+resilience: tools ## every resilience suite at full length; figures in .payflow/resilience/*.json
+	@$(RESILIENCE_PYTEST) tests/resilience $(PYTEST_ARGS)

@@ -107,6 +107,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark each test by its folder, so `-m unit` or `-m "not integration"` select by kind."""
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for kind in ("unit", "integration", "e2e", "fuzz", "security"):
+        for kind in ("unit", "integration", "e2e", "fuzz", "security", "resilience"):
             if kind in parts:
                 item.add_marker(getattr(pytest.mark, kind))

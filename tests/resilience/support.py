@@ -395,15 +395,10 @@ class Kube:
         self.custom.create_namespaced_custom_object(*self._crd_args(), naming.PLURAL, body)
 
     def update(self, name: str, faults: dict[str, Any]) -> None:
-        # A JSON merge patch would merge the fault maps; replace spec.faults whole instead.
+        # A JSON patch (a list body): a merge patch would merge the old and new fault maps.
         patch = [{"op": "replace", "path": "/spec/faults", "value": faults}]
-        self.custom.api_client.call_api(
-            f"/apis/{naming.GROUP}/{naming.VERSION}/namespaces/{self.namespace}/{naming.PLURAL}/{name}",
-            "PATCH",
-            body=patch,
-            header_params={"Content-Type": "application/json-patch+json"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
+        self.custom.patch_namespaced_custom_object(
+            *self._crd_args(), naming.PLURAL, name, patch, _content_type="application/json-patch+json"
         )
 
     def delete(self, name: str) -> None:
