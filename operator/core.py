@@ -336,6 +336,24 @@ def status_changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> boo
     return any(current.get(k) != v for k, v in wanted.items())
 
 
+def merge_patch(current: Any, wanted: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that makes ``current`` equal ``wanted``: keys of nested
+    objects that ``wanted`` no longer has are set to null (a fault dropped from
+    ``appliedFaults``), where a plain merge would keep them."""
+    if not isinstance(wanted, Mapping) or not isinstance(current, Mapping):
+        return wanted
+    patch: dict[str, Any] = {k: None for k in current if k not in wanted}
+    patch.update({k: merge_patch(current.get(k), v) for k, v in wanted.items()})
+    return patch
+
+
+def status_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that writes ``wanted`` over an incident's ``current`` status: each field
+    replaced as a whole (nested objects lose what ``wanted`` dropped); status fields the
+    operator does not own are left alone."""
+    return {k: merge_patch(current.get(k), v) for k, v in wanted.items()}
+
+
 def _fault_rank(name: str) -> int:
     order = [f.name for f in vocab.FAULTS]
     return order.index(name) if name in order else len(order)
@@ -516,7 +534,10 @@ def plan_target(target: Target, incidents: Iterable[Incident], now: datetime) ->
         changed = status_changed(incident.status, wanted)
         plans.append(
             IncidentPlan(
-                incident, decision, wanted if changed else None, transition_event(incident, decision)
+                incident,
+                decision,
+                status_patch(incident.status, wanted) if changed else None,
+                transition_event(incident, decision),
             )
         )
     active = [(p.incident, p.decision) for p in plans if p.decision.contributes and p.decision.faults]

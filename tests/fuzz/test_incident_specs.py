@@ -317,6 +317,14 @@ class Incidents:
         found: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(*self.where)["items"]
         return found
 
+    def leftovers(self) -> str:
+        return "; ".join(
+            f"{i['metadata']['name']} phase={(i.get('status') or {}).get('phase')} "
+            f"finalizers={i['metadata'].get('finalizers')} "
+            f"deleting={bool(i['metadata'].get('deletionTimestamp'))}"
+            for i in self.items()
+        )
+
     def active_faults(self) -> list[dict[str, Any]]:
         return [
             i["spec"]["faults"]
@@ -334,6 +342,15 @@ def _check_merge(cluster: Cluster, incidents: Incidents) -> vocab.FaultSet:
     def agreed() -> vocab.FaultSet | None:
         want = expected(*incidents.active_faults())
         return want if cluster.faults() == want else None
+
+    for item in incidents.items():  # what each Active incident says it applies, it applies
+        status = item.get("status") or {}
+        if (
+            status.get("phase") == "Active"
+            and status.get("observedGeneration") == item["metadata"]["generation"]
+        ):
+            applied = vocab.FaultSet.from_spec(item["spec"]["faults"]).to_dict()
+            assert status.get("appliedFaults") == applied, (item["metadata"]["name"], item["spec"], status)
 
     return wait_for(agreed, 20, "the faults ConfigMap to equal the merge of the Active incidents")
 
@@ -402,7 +419,10 @@ def test_generated_incidents_are_refused_or_handled(
     merged = _check_merge(release, incidents)
     for name in list(live):
         incidents.delete(name)
-    wait_for(lambda: not incidents.items(), 30, "every incident to go")
+    try:
+        wait_for(lambda: not incidents.items(), 60, "every incident to go")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; left: {incidents.leftovers()}") from None
     wait_for(lambda: release.faults() == expected(), 10, "the baseline back on the ConfigMap")
     assert operator.healthy()
 
