@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 import psycopg
+import uvloop
 from psycopg_pool import AsyncConnectionPool
 
 from bench.api_client import Connection, RequestFactory, Result, run_http
@@ -308,8 +309,9 @@ def main() -> int:
                 flush=True,
             )
             t0 = time.monotonic()
-            asyncio.run(measure(port, stack.database_url, levels, args.duration, args.slices))
-            delays = asyncio.run(configmap_latency(api_client, "default", port, args.cm_samples))
+            # uvloop, as the app runs on: the baselines' psycopg loop gets the same event loop.
+            uvloop.run(measure(port, stack.database_url, levels, args.duration, args.slices))
+            delays = uvloop.run(configmap_latency(api_client, "default", port, args.cm_samples))
             if delays:
                 ms = sorted(d * 1000 for d in delays)
                 print(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -38,3 +38,17 @@ class RequestOnlyRoute(APIRoute):
 
     def get_route_handler(self) -> Handler:
         return check_request_only(self.endpoint)
+
+
+def request_only(
+    router: APIRouter, path: str, *, methods: list[str], **kwargs: Any
+) -> Callable[[Handler], Handler]:
+    """Register the decorated ``async def endpoint(request: Request) -> Response`` on ``router``
+    as a :class:`RequestOnlyRoute`; ``kwargs`` are ``add_api_route``'s (summary, status_code,
+    response_model, openapi_extra...)."""
+
+    def register(endpoint: Handler) -> Handler:
+        router.add_api_route(path, endpoint, methods=methods, route_class_override=RequestOnlyRoute, **kwargs)
+        return endpoint
+
+    return register

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 
 from payflow.app.api.deps import ServicesDep
+from payflow.app.api.routing import request_only
 
 router = APIRouter(tags=["probes"])
 
 _HEALTH = b'{"status":"ok"}'
 
 
-@router.get("/health", summary="Liveness: the process answers")
-async def health() -> Response:
+@request_only(router, "/health", methods=["GET"], summary="Liveness: the process answers")
+async def health(request: Request) -> Response:
     return Response(_HEALTH, media_type="application/json")
 
 

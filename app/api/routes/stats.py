@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from psycopg_pool import PoolTimeout
 
 from payflow.app import repository
+from payflow.app.api.routing import request_only
 from payflow.app.models import ERROR_RESPONSES
 from payflow.app.services import Services
 from payflow.app.views import format_amount
@@ -48,13 +49,18 @@ def build_stats(rows: list[dict[str, Any]], windows: list[dict[str, Any]], repli
     }
 
 
-@router.get("", summary="Counts and volumes by status and currency; request rate, error ratio, latency")
+@request_only(
+    router,
+    "",
+    methods=["GET"],
+    summary="Counts and volumes by status and currency; request rate, error ratio, latency",
+)
 async def stats(request: Request) -> Response:
     """Served from this replica's copy while it is fresh, else from Redis (shared by the
     replicas), else computed from PostgreSQL by one request at a time (no stampede).
 
-    The hot path reads the services from the request rather than through a dependency: this
-    endpoint is polled by dashboards, and dependency resolution is most of its cost."""
+    A request-only route (no dependency resolution): this endpoint is polled by dashboards, and
+    FastAPI's per-request handling was most of its cost."""
     services: Services = request.app.state.services
     local = services.stats_cache
     body = local.fresh()

@@ -12,7 +12,7 @@ from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from payflow.app import metrics, payments, repository
 from payflow.app.api.deps import ConnDep, ServicesDep
-from payflow.app.api.routing import RequestOnlyRoute
+from payflow.app.api.routing import request_only
 from payflow.app.currencies import CURRENCIES
 from payflow.app.errors import ApiError
 from payflow.app.models import (
@@ -113,6 +113,17 @@ async def parse_create(request: Request) -> tuple[TransactionCreate, str]:
     return body, key
 
 
+# The hot path: a request-only route calls the endpoint directly (no dependency solving); its
+# body and header are documented by _POST_OPENAPI, its response by the response model.
+@request_only(
+    router,
+    "",
+    methods=["POST"],
+    status_code=201,
+    response_model=TransactionPublic,
+    summary="Create a transaction",
+    openapi_extra=_POST_OPENAPI,
+)
 async def create_transaction(request: Request) -> Response:
     body, key = await parse_create(request)
     services: Services = request.app.state.services
@@ -149,20 +160,6 @@ async def create_transaction(request: Request) -> Response:
     if created:
         metrics.transactions(row["status"], body.currency).inc()
     return _json(transaction_json(row), 201, {"Idempotent-Replayed": "false" if created else "true"})
-
-
-# The hot path: a RequestOnlyRoute calls the endpoint directly (no dependency solving); its body
-# and header are documented by _POST_OPENAPI, its response by the response model.
-router.add_api_route(
-    "",
-    create_transaction,
-    methods=["POST"],
-    status_code=201,
-    response_model=TransactionPublic,
-    summary="Create a transaction",
-    openapi_extra=_POST_OPENAPI,
-    route_class_override=RequestOnlyRoute,
-)
 
 
 @router.get("", response_model=TransactionPage, summary="List transactions, newest first")
