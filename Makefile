@@ -125,6 +125,7 @@ e2e-kind: venv ## tests/e2e against the kind cluster of make kind-up
 # The same suites run in `make test` with small example budgets; these targets raise them.
 FUZZ_API_EXAMPLES      ?= 200
 FUZZ_INCIDENT_EXAMPLES ?= 200
+FUZZ_SCHEMA_EXAMPLES   ?= 1500
 FUZZ_REPORT            ?= .payflow/fuzz-report.json
 
 .PHONY: fuzz security
@@ -132,6 +133,7 @@ FUZZ_REPORT            ?= .payflow/fuzz-report.json
 fuzz: tools ## schemathesis on the app's OpenAPI, generated incidents on the operator; figures in .payflow/fuzz-report.json
 	@mkdir -p $(dir $(FUZZ_REPORT)) && rm -f $(FUZZ_REPORT)
 	PAYFLOW_FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) PAYFLOW_FUZZ_INCIDENT_EXAMPLES=$(FUZZ_INCIDENT_EXAMPLES) \
+	  PAYFLOW_FUZZ_SCHEMA_EXAMPLES=$(FUZZ_SCHEMA_EXAMPLES) \
 	  PAYFLOW_FUZZ_REPORT=$(CURDIR)/$(FUZZ_REPORT) $(VENV)/bin/pytest tests/fuzz --timeout 900 $(PYTEST_ARGS)
 	@cat $(FUZZ_REPORT)
 

@@ -20,9 +20,11 @@ from tests.integration.operator.conftest import (  # noqa: F401
     release,
 )
 
-# Examples per API operation and generation mode (schemathesis), and incident specs (hypothesis).
+# Examples per API operation and generation mode (schemathesis), incidents through the operator
+# and incident specs by server-side dry run (hypothesis).
 DEFAULT_API_EXAMPLES = 15
 DEFAULT_INCIDENT_EXAMPLES = 25
+DEFAULT_SCHEMA_EXAMPLES = 100  # server-side dry runs: cheap
 
 
 def budget(variable: str, default: int) -> int:
