@@ -63,6 +63,25 @@ FINGERPRINT = hashlib.sha256(BODY).hexdigest()
 POOL_MAX = int(Settings.model_fields["db_pool_max"].default)  # the app runs with its defaults
 
 
+def _on_copies(sql: str) -> str:
+    """The app's statement, writing into the copies made by :data:`RAW_TABLES`."""
+    for table in ("transactions", "transaction_events"):
+        target = f"INSERT INTO {table} "
+        if sql.count(target) != 1:
+            raise RuntimeError(f"the app's insert statement no longer writes {table} once")
+        sql = sql.replace(target, f"INSERT INTO bench_raw_{table} ")
+    return sql
+
+
+RAW_INSERT_TRANSACTION = _on_copies(INSERT_TRANSACTION)
+RAW_TABLES = (
+    "CREATE TABLE bench_raw_transactions (LIKE transactions INCLUDING ALL)",
+    "CREATE TABLE bench_raw_transaction_events (LIKE transaction_events INCLUDING ALL)",
+    "ALTER TABLE bench_raw_transaction_events ADD FOREIGN KEY (transaction_id)"
+    " REFERENCES bench_raw_transactions (id) ON DELETE CASCADE",
+)
+
+
 def post_tx(i: int) -> tuple[str, str, bytes, dict[str, str] | None]:
     return "POST", "/api/transactions", BODY, {"Idempotency-Key": f"bench-{uuid.uuid4().hex}"}
 
@@ -77,9 +96,11 @@ def get(path: str) -> RequestFactory:
 async def raw_post_writes(url: str, concurrency: int, duration: float, warmup: float = 0.5) -> Result:
     """The fair baseline: what one POST writes, without the app. The app's own statement
     (``repository.INSERT_TRANSACTION``: the transaction row under its unique Idempotency-Key and
-    its two events, one statement so one database transaction) into the same tables, through a
-    psycopg ``AsyncConnectionPool`` sized like the app's (``PAYFLOW_DB_POOL_MAX``), with
-    ``concurrency`` workers, as the HTTP load has ``concurrency`` connections."""
+    its two events, one statement so one database transaction) into copies of its tables (same
+    columns, defaults, indexes, unique key and foreign key; copies so that the app's own reads,
+    the list and the stats, see only the app's rows), through a psycopg ``AsyncConnectionPool``
+    sized like the app's (``PAYFLOW_DB_POOL_MAX``), with ``concurrency`` workers, as the HTTP load
+    has ``concurrency`` connections."""
     result = Result()
     async with AsyncConnectionPool(
         url,
@@ -97,7 +118,7 @@ async def raw_post_writes(url: str, concurrency: int, duration: float, warmup: f
                 t0 = time.perf_counter()
                 async with pool.connection() as conn:
                     cur = await conn.execute(
-                        INSERT_TRANSACTION,
+                        RAW_INSERT_TRANSACTION,
                         {
                             "key": f"raw-{uuid.uuid4().hex}",
                             "hash": FINGERPRINT,
@@ -302,10 +323,13 @@ def main() -> int:
                 lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200, 60
             )
             with psycopg.connect(stack.database_url, autocommit=True) as conn:
-                conn.execute("CREATE TABLE bench_raw_transactions (LIKE transactions INCLUDING ALL)")
+                for ddl in RAW_TABLES:
+                    conn.execute(ddl)
             print(
-                f"app on 127.0.0.1:{port}; {args.duration:.0f} s per cell in {args.slices} "
-                f"interleaved turns; concurrency {levels}\n",
+                f"app on 127.0.0.1:{port} (one uvicorn worker, uvloop + httptools, default settings); "
+                f"{args.duration:.0f} s per cell in {args.slices} interleaved turns; concurrency {levels}\n"
+                f"POST goal against 'raw POST writes, pool' (the same writes without the app, pool of "
+                f"{POOL_MAX}); 'raw 1-row INSERT' is the issue's literal baseline, for reference\n",
                 flush=True,
             )
             t0 = time.monotonic()
