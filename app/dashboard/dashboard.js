@@ -20,7 +20,16 @@
   const state = {
     config: null, series: null, history: null, bands: [],
     failingSince: null, lastOk: null, restartCount: null, processStart: null,
+    announced: "",
   };
+
+  // Screen readers hear changes only (the visible panels refresh every second).
+  function announce(text) {
+    if (text !== state.announced) {
+      state.announced = text;
+      $("announce").textContent = text;
+    }
+  }
 
   // --- formatting -----------------------------------------------------------------------------
   const pad = (n) => String(n).padStart(2, "0");
@@ -82,13 +91,14 @@
   function unreachable() {
     if (state.failingSince === null) state.failingSince = new Date();
     document.body.classList.add("offline");
+    announce("The API is unreachable: the app may be restarting.");
   }
   function renderStatus() {
     const status = $("status");
     if (state.failingSince) {
       status.dataset.state = "offline";
       const since = state.failingSince;
-      const last = state.lastOk ? ` · showing data of ${clock(state.lastOk)}` : "";
+      const last = state.lastOk ? ` · data of ${clock(state.lastOk)}` : "";
       status.textContent = `API unreachable for ${ago((Date.now() - since) / 1000)} (since ${clock(since)}): ` +
         `app restarting?${last} · retrying`;
       status.title = "The app does not answer: a crash (OOM, panic) and its restart back-off, or a rollout.";
@@ -128,6 +138,9 @@
 
     const box = $("faults");
     const active = Object.entries(cfg.faults).filter(([, f]) => f.active);
+    announce(active.length === 0 ? "No fault in force."
+      : `Faults in force: ${active.map(([name, f]) => (f.incidents.length
+        ? `${name} (incident ${f.incidents.map((i) => i.incident).join(", ")})` : name)).join("; ")}.`);
     box.replaceChildren();
     if (active.length === 0) {
       box.append(el("p", { class: "baseline", dataset: { fault: "none" } }, "No fault in force: the baseline."));
