@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -134,10 +135,13 @@ async def raw_post_writes(url: str, concurrency: int, duration: float, warmup: f
                     )
                     await cur.fetchone()
                 t1 = time.perf_counter()
+                result.done += 1
                 if t0 >= t_measure and t1 <= t_end:
                     result.add(t1 - t0, 0)
 
+        cpu0 = time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.cpu_s = time.process_time() - cpu0
     result.elapsed = duration
     return result
 
@@ -166,10 +170,13 @@ async def raw_single_inserts(url: str, concurrency: int, duration: float, warmup
             )
             await cur.fetchone()
             t1 = time.perf_counter()
+            result.done += 1
             if t0 >= t_measure and t1 <= t_end:
                 result.add(t1 - t0, 0)
 
+    cpu0 = time.process_time()
     await asyncio.gather(*(worker(c) for c in conns))
+    result.cpu_s = time.process_time() - cpu0
     result.elapsed = duration
     for c in conns:
         await c.close()
@@ -177,7 +184,24 @@ async def raw_single_inserts(url: str, concurrency: int, duration: float, warmup
 
 
 def fmt(r: Result) -> str:
-    return f"{r.rate:9.0f} {r.percentile(0.5) * 1000:8.2f} {r.percentile(0.99) * 1000:8.2f}"
+    return (
+        f"{r.rate:9.0f} {r.percentile(0.5) * 1000:8.2f} {r.percentile(0.99) * 1000:8.2f}"
+        f" {r.cpu_per_request_us:7.0f}"
+    )
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def with_server_cpu(pid: int, run: Awaitable[Result]) -> Result:
+    """``run``, with the CPU the server process spent on it."""
+    cpu0 = process_cpu_s(pid)
+    result = await run
+    result.cpu_s = process_cpu_s(pid) - cpu0
+    return result
 
 
 def merge(parts: list[Result]) -> Result:
@@ -187,6 +211,8 @@ def merge(parts: list[Result]) -> Result:
         for k, v in r.statuses.items():
             out.statuses[k] = out.statuses.get(k, 0) + v
         out.elapsed += r.elapsed
+        out.done += r.done
+        out.cpu_s += r.cpu_s
     return out
 
 
@@ -202,11 +228,13 @@ async def interleaved(
     return {name: merge(p) for name, p in parts.items()}
 
 
-async def measure(app_port: int, db_url: str, levels: list[int], duration: float, slices: int) -> list[str]:
+async def measure(
+    app_port: int, app_pid: int, db_url: str, levels: list[int], duration: float, slices: int
+) -> list[str]:
     rows = []
     header = (
-        f"{'endpoint':<28}{'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   "
-        f"{'baseline':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}  goal"
+        f"{'endpoint':<28}{'conc':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>7}   "
+        f"{'baseline':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>7} {'ratio':>6}  goal"
     )
     print(header, flush=True)
     rows.append(header)
@@ -214,7 +242,7 @@ async def measure(app_port: int, db_url: str, levels: list[int], duration: float
     for c in levels:
 
         def http(make: RequestFactory, c: int = c) -> Callable[[float], Awaitable[Result]]:
-            return lambda d: run_http(host, app_port, c, d, make, warmup=0.2)
+            return lambda d: with_server_cpu(app_pid, run_http(host, app_port, c, d, make, warmup=0.2))
 
         res = await interleaved(
             slices,
@@ -334,7 +362,13 @@ def main() -> int:
             )
             t0 = time.monotonic()
             # uvloop, as the app runs on: the baselines' psycopg loop gets the same event loop.
-            uvloop.run(measure(port, stack.database_url, levels, args.duration, args.slices))
+            assert app.popen is not None
+            uvloop.run(measure(port, app.popen.pid, stack.database_url, levels, args.duration, args.slices))
+            print(
+                "\nCPU us: CPU time per request of the app process (HTTP rows) or of the psycopg client "
+                "(raw rows), warm-up included; PostgreSQL's share is not in it.",
+                flush=True,
+            )
             delays = uvloop.run(configmap_latency(api_client, "default", port, args.cm_samples))
             if delays:
                 ms = sorted(d * 1000 for d in delays)

@@ -16,6 +16,12 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
+    done: int = 0  # every completed request, warm-up included (the denominator of cpu_s)
+    cpu_s: float = 0.0  # CPU seconds of the party under test over the whole run, when measured
+
+    @property
+    def cpu_per_request_us(self) -> float:
+        return self.cpu_s / self.done * 1e6 if self.done else float("nan")
 
     def add(self, latency: float, status: int) -> None:
         self.latencies.append(latency)
@@ -113,6 +119,7 @@ async def run_http(
             t0 = time.perf_counter()
             status, _ = await conn.request(method, path, body, headers)
             t1 = time.perf_counter()
+            result.done += 1
             if t0 >= t_measure and t1 <= t_end:
                 result.add(t1 - t0, status)
 
