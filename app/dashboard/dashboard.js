@@ -380,10 +380,11 @@
       band.style.width = `${Math.max(2, right - left)}px`;
       const label = el("span", { class: "band-label" }, b.incidents.length ? `${b.fault} · ${b.incidents.join(", ")}` : b.fault);
       label.style.top = `${2 + 15 * Math.max(0, order.indexOf(b.fault))}px`;
-      // Near the right edge (a band still in force ends at "now"), the label reads leftwards.
-      if (right > over.clientWidth - 170) { label.style.left = "auto"; label.style.right = "3px"; }
       band.append(label);
       over.append(band);
+      // The label starts at its band, shifted left just enough to stay inside the plot.
+      const shift = Math.min(0, over.clientWidth - left - label.offsetWidth - 3);
+      label.style.left = `${3 + shift}px`;
     }
     fig.dataset.bands = String(over.querySelectorAll(".band").length);
   }
