@@ -289,12 +289,11 @@ class LocalStack:
         if (self._pg_data / "PG_VERSION").exists():
             return
         base.mkdir(parents=True, exist_ok=True)
-        (base / "run").mkdir(exist_ok=True)
         pwfile = base / "pwfile"
         pwfile.write_text(self.config.pg_password + "\n")
         if self._pg_user:
             _allow_traverse(base.parent)  # the server's user must reach its directory
-            for p in (base, base / "run", pwfile):
+            for p in (base, pwfile):
                 shutil.chown(p, self._pg_user, self._pg_user)
         argv = [
             str(tools.postgres_bindir() / "initdb"),
@@ -323,8 +322,8 @@ class LocalStack:
             str(self._pg_data),
             "-p",
             str(self.port("postgres")),
-            "-k",
-            str(self.workdir / "postgres" / "run"),
+            "-c",  # TCP only: a deep throwaway directory can pass the 107-byte socket path limit
+            "unix_socket_directories=",
             "-c",
             f"listen_addresses={self.host}",
             "-c",

@@ -89,8 +89,19 @@ def test_a_rollout_incident_replaces_the_app_and_its_end_rolls_back(demo: DemoSt
     assert len(revisions["items"]) == 2
 
     demo.kubectl("delete", "pfi", "slow-deploy", "-n", "demo")
-    wait_for(lambda: "latency" not in active_faults(demo), timeout=20, what="the rollback to the baseline")
-    assert demo.status["workloads"]["app"]["restarts"] == before["restarts"] + 2
+    # The ConfigMap clears the fault at once (live); the rollback then replaces the app again,
+    # and the new process starts from the baseline.
+    wait_for(
+        lambda: demo.status["workloads"]["app"]["restarts"] == before["restarts"] + 2,
+        timeout=20,
+        what="the app replaced again by the rollback",
+    )
+    latency = wait_for(
+        lambda: (f := demo.get("/api/config")["faults"]["latency"])["source"] == "environment" and f,
+        timeout=20,
+        what="the rolled-back app serving",
+    )
+    assert not latency["active"]
 
 
 def test_a_crashing_app_is_restarted_with_a_backoff(demo: DemoStack) -> None:
