@@ -6,11 +6,12 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from payflow.devstack.cli import invoke
 
 
 @dataclass(frozen=True)
@@ -28,20 +29,11 @@ class Demo:
         return proc.stdout
 
 
-def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "payflow.devstack.cli", "--state-dir", str(state), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @contextlib.contextmanager
 def demo_stack(load_rate: float) -> Iterator[Demo]:
     with tempfile.TemporaryDirectory(prefix="payflow-bench-demo-") as tmp:
         state = Path(tmp) / "state"
-        up = _cli(state, "up", "--demo", f"--load-rate={load_rate}")
+        up = invoke(state, "up", "--demo", f"--load-rate={load_rate}")
         try:
             if up.returncode != 0:
                 raise RuntimeError(f"demo failed to start:\n{up.stdout}\n{up.stderr}")
@@ -52,4 +44,4 @@ def demo_stack(load_rate: float) -> Iterator[Demo]:
             status = json.loads((state / "status.json").read_text())
             yield Demo(state, status["demo"]["app_url"], env)
         finally:
-            _cli(state, "down")
+            invoke(state, "down")

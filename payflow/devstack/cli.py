@@ -82,6 +82,16 @@ class StateDir:
         tmp.replace(self.status_file)
 
 
+def invoke(state_dir: Path, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Run ``payflow-stack --state-dir STATE_DIR ARGS...`` as a user would (tests, benchmarks)."""
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "payflow.devstack.cli", "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("PAYFLOW_STATE_DIR") or tools.REPO_ROOT / ".payflow")
 

@@ -6,36 +6,27 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from payflow.devstack.cli import invoke
 from payflow.devstack.process import pids_mentioning
 from tests.support import wait_for
-
-
-def stack_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "payflow.devstack.cli", "--state-dir", str(state), *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Iterator[Path]:
     state = tmp_path / "state"
     yield state
-    stack_cli(state, "down")  # whatever the test did, nothing stays behind
+    invoke(state, "down")  # whatever the test did, nothing stays behind
 
 
 @pytest.mark.slow
 def test_up_env_readyz_restart_and_down(state_dir: Path) -> None:
-    up = stack_cli(state_dir, "up")
+    up = invoke(state_dir, "up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "stack ready in" in up.stdout
 
@@ -56,7 +47,7 @@ def test_up_env_readyz_restart_and_down(state_dir: Path) -> None:
     assert shell.stdout.split() == ["ok", "42"]
 
     # Run again: nothing new starts.
-    again = stack_cli(state_dir, "up")
+    again = invoke(state_dir, "up")
     assert again.returncode == 0
     assert "already running" in again.stdout
 
@@ -70,12 +61,12 @@ def test_up_env_readyz_restart_and_down(state_dir: Path) -> None:
         return bool(c["restarts"] == 1 and c["state"] == "running" and c["pid"] != redis_pid)
 
     wait_for(restarted, timeout=20, what="redis restarted by the supervisor")
-    listing = stack_cli(state_dir, "status")
+    listing = invoke(state_dir, "status")
     assert listing.returncode == 0
     assert "redis" in listing.stdout
 
-    down = stack_cli(state_dir, "down")
+    down = invoke(state_dir, "down")
     assert down.returncode == 0
     assert down.stdout.strip() == "stopped"
     assert not pids_mentioning(str(state_dir))
-    assert stack_cli(state_dir, "status").returncode == 3
+    assert invoke(state_dir, "status").returncode == 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,16 +13,8 @@ from typing import Any
 
 import pytest
 
+from payflow.devstack.cli import invoke
 from payflow.devstack.process import pids_mentioning
-
-
-def stack_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-P", "-m", "payflow.devstack.cli", "--state-dir", str(state), *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 @dataclass
@@ -66,12 +57,12 @@ class DemoStack:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     state = tmp_path_factory.mktemp("demo") / "state"
-    up = stack_cli(state, "up", "--demo")
+    up = invoke(state, "up", "--demo")
     try:
         assert up.returncode == 0, up.stdout + up.stderr + (state / "supervisor.log").read_text()
         yield DemoStack(state, up.stdout)
     finally:
-        down = stack_cli(state, "down")
+        down = invoke(state, "down")
         assert down.returncode == 0, down.stderr
         left = pids_mentioning(str(state))
         assert not left, f"processes left after down: {left}"
