@@ -105,6 +105,11 @@ class App:
     def healthy(self) -> bool:
         return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
 
+    def ready(self, client: httpx.Client) -> tuple[int, str]:
+        """``/ready`` as a probe sees it: the status code and the body's status."""
+        resp = client.get(f"{self.url}/ready")
+        return resp.status_code, str(resp.json().get("status"))
+
     def start(self) -> Process:
         proc = self.process()
         proc.start()

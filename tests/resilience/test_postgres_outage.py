@@ -31,8 +31,7 @@ def test_postgres_stopped_for_10s_under_load(own_stack: OwnStack, tmp_path: Path
     ready_during: list[tuple[int, str]] = []
 
     def ready() -> tuple[int, str]:
-        resp = probe.get("/ready")
-        return resp.status_code, str(resp.json().get("status"))
+        return app.ready(probe)
 
     def serving() -> bool:
         return ready() == (200, "ready") and probe.get("/api/stats").status_code == 200

@@ -27,8 +27,7 @@ def test_redis_stopped_under_load_gives_no_5xx(own_stack: OwnStack, tmp_path: Pa
     ready_during: list[tuple[int, str]] = []
 
     def ready() -> tuple[int, str]:
-        resp = probe.get("/ready")
-        return resp.status_code, str(resp.json().get("status"))
+        return app.ready(probe)
 
     load = BackgroundLoad(app.url, RATE, WARM_S + OUTAGE_S + AFTER_S + 4, seed=4)
     with load:

@@ -32,7 +32,12 @@ CHROMIUM_ARGS = [
 INCIDENT = "examples/incidents/latency.yaml"
 SHOW_DEADLINE_S = 2.0  # the acceptance: an incident shows within 2 s of kubectl apply
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_installed() -> None:
+    # An acceptance item of make test: a missing browser fails loudly, it never skips.
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make tools` installs Debian's chromium")
 
 
 @pytest.fixture(scope="module")
