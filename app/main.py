@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from payflow import __version__
 from payflow.app import errors, logs, metrics
 from payflow.app.api.routes import config, dashboard, faults, health, series, stats, transactions
+from payflow.app.api.routing import HotPath
 from payflow.app.cache import RedisCache, ResponseCache
 from payflow.app.faults.controller import FaultController
 from payflow.app.faults.injectors import (
@@ -32,6 +33,7 @@ from payflow.app.series_store import SeriesStore
 from payflow.app.services import Services
 from payflow.app.settings import Settings, get_settings
 from payflow.app.window import RequestWindow
+from payflow.app.writer import TransactionWriter
 
 log = logging.getLogger("payflow.app")
 # How long psycopg_pool keeps retrying one lost connection before it gives that retry chain up.
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             leak=leak,
             faults=controller,
             window=RequestWindow(),
+            writer=TransactionWriter(pool),
         )
         series_store = SeriesStore(
             services.window.series, s.redis_url, s.release, s.redis_timeout_s, s.redis_retry_after_s
@@ -175,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     modules = (health, transactions, stats, series, config, faults, dashboard)
     routes = tuple(route for module in modules for route in module.router.routes)
+    # The last added is the outermost: RequestMiddleware sees every request, the hot path's too.
+    app.add_middleware(HotPath, routes=routes, exception_handlers=lambda: app.exception_handlers)
     app.add_middleware(RequestMiddleware, services=lambda: holder.get("services"), routes=lambda: routes)
     for module in modules:
         if module in FLAT:

@@ -22,6 +22,11 @@ POOL_SIZE = Gauge("payflow_db_pool_size", "Connections in the PostgreSQL pool.")
 POOL_IN_USE = Gauge("payflow_db_pool_in_use", "Pool connections lent out.")
 POOL_WAITING = Gauge("payflow_db_pool_waiting", "Requests waiting for a pool connection.")
 POOL_MAX = Gauge("payflow_db_pool_max", "The pool's maximum size.")
+WRITE_BATCH = Histogram(
+    "payflow_db_write_batch_size",
+    "Transactions written by one insert statement (concurrent POSTs share one: see payflow.app.writer).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 POOL_TIMEOUTS = Counter("payflow_db_pool_timeouts_total", "Requests that gave up waiting for the pool.")
 
 CACHE_HITS = Counter("payflow_cache_hits_total", "Cache hits.", ["cache"])

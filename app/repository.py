@@ -61,6 +61,65 @@ SELECT {_COLUMNS} FROM tx
 """  # noqa: S608
 
 
+# The same writes for several transactions in one statement (see payflow.app.writer): the rows
+# come as one array per column, so the statement's text, and its prepared plan, fit any count.
+INSERT_TRANSACTIONS = f"""
+WITH input AS (
+    SELECT * FROM unnest(%(keys)s::text[], %(hashes)s::text[], %(amounts)s::numeric[],
+                         %(currencies)s::text[], %(merchants)s::text[], %(customers)s::text[],
+                         %(tokens)s::text[], %(descriptions)s::text[], %(statuses)s::text[],
+                         %(reasons)s::text[])
+        WITH ORDINALITY AS i (key, hash, amount, currency, merchant, customer, token, description,
+                              status, reason, n)
+), tx AS (
+    INSERT INTO transactions (idempotency_key, request_hash, amount, currency, merchant_ref,
+                              customer_ref, card_token, description, status, decline_reason, decided_at)
+    SELECT key, hash, amount, currency, merchant, customer, token, description, status, reason,
+           clock_timestamp()
+    FROM input ORDER BY n
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {_COLUMNS}
+), events AS (
+    INSERT INTO transaction_events (transaction_id, status, reason, at)
+    SELECT id, 'pending', NULL, created_at FROM tx
+    UNION ALL
+    SELECT id, status, decline_reason, decided_at FROM tx
+)
+SELECT {_COLUMNS} FROM tx
+"""  # noqa: S608
+
+
+async def insert_transactions(conn: Conn, batch: list[NewTransaction]) -> dict[str, Row]:
+    """Create the transactions of ``batch`` in one statement (one database transaction: all of
+    them or none); the rows created, by Idempotency-Key. A key already taken, by an earlier
+    request or by an earlier entry of ``batch``, has no row here: see :func:`transactions_by_key`."""
+    cur = await conn.execute(
+        INSERT_TRANSACTIONS,
+        {
+            "keys": [n.idempotency_key for n in batch],
+            "hashes": [n.request_hash for n in batch],
+            "amounts": [n.amount for n in batch],
+            "currencies": [n.currency for n in batch],
+            "merchants": [n.merchant_ref for n in batch],
+            "customers": [n.customer_ref for n in batch],
+            "tokens": [n.card_token for n in batch],
+            "descriptions": [n.description for n in batch],
+            "statuses": [n.decision.status.value for n in batch],
+            "reasons": [n.decision.reason for n in batch],
+        },
+    )
+    return {row[1]: dict(zip(_NAMES, row, strict=True)) for row in await cur.fetchall()}
+
+
+async def transactions_by_key(conn: Conn, keys: list[str]) -> dict[str, Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM transactions WHERE idempotency_key = ANY(%s)",  # noqa: S608
+            (keys,),
+        )
+        return {row["idempotency_key"]: row for row in await cur.fetchall()}
+
+
 async def insert_transaction(conn: Conn, new: NewTransaction) -> tuple[Row, bool]:
     """Create the transaction (pending, then decided: both events and the row in one statement,
     so one database transaction), or return the row that already holds this Idempotency-Key.

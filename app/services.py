@@ -14,6 +14,7 @@ from payflow.app.faults.injectors import MemoryLeak
 from payflow.app.faults.watcher import ConfigMapWatcher
 from payflow.app.settings import Settings
 from payflow.app.window import RequestWindow
+from payflow.app.writer import TransactionWriter
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Services:
     leak: MemoryLeak
     faults: FaultController
     window: RequestWindow
+    writer: TransactionWriter
     watcher: ConfigMapWatcher | None = None
     stats_cache: LocalCopy = field(default_factory=LocalCopy)
     started_at: float = field(default_factory=time.time)

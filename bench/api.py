@@ -16,8 +16,9 @@ each concurrency:
   endpoint of the same server (same middleware, no work);
 
 and the delay from a patch of the faults ConfigMap to ``/api/config`` showing its
-resourceVersion. The load generator runs in this process on the same machine as the server.
-Goals: POST >= 0.6 x raw POST writes; stats >= 0.7 x bare endpoint.
+resourceVersion. The HTTP load comes from wrk (see bench/wrk.py: a C client, so the server keeps
+the CPU a Python client would take), the psycopg baselines run in this process; all on the same
+machine as the server. Goals: POST >= 0.6 x raw POST writes; stats >= 0.7 x bare endpoint.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ import psycopg
 import uvloop
 from psycopg_pool import AsyncConnectionPool
 
-from bench.api_client import Connection, RequestFactory, Result, run_http
+from bench.api_client import Connection, Result
+from bench.wrk import run_wrk, wrk_binary
 from payflow.app.repository import INSERT_TRANSACTION
 from payflow.app.settings import Settings
 from payflow.devstack.process import Process, free_port
@@ -83,15 +85,12 @@ RAW_TABLES = (
 )
 
 
-def post_tx(i: int) -> tuple[str, str, bytes, dict[str, str] | None]:
-    return "POST", "/api/transactions", BODY, {"Idempotency-Key": f"bench-{uuid.uuid4().hex}"}
-
-
-def get(path: str) -> RequestFactory:
-    def make(i: int) -> tuple[str, str, bytes, dict[str, str] | None]:
-        return "GET", path, b"", None
-
-    return make
+# (method, path, body, headers, header made unique per request) of each HTTP row
+HttpCall = tuple[str, str, bytes, dict[str, str], str | None]
+POST_TX: HttpCall = ("POST", "/api/transactions", BODY, {}, "Idempotency-Key")
+BARE: HttpCall = ("GET", "/health", b"", {}, None)
+STATS: HttpCall = ("GET", "/api/stats", b"", {}, None)
+LIST: HttpCall = ("GET", "/api/transactions?limit=50", b"", {}, None)
 
 
 async def raw_post_writes(url: str, concurrency: int, duration: float, warmup: float = 0.5) -> Result:
@@ -208,8 +207,9 @@ def merge(parts: list[Result]) -> Result:
     out = Result()
     for r in parts:
         out.latencies += r.latencies
-        for k, v in r.statuses.items():
-            out.statuses[k] = out.statuses.get(k, 0) + v
+        out.weighted += r.weighted
+        out.count += r.count
+        out.failures += r.failures
         out.elapsed += r.elapsed
         out.done += r.done
         out.cpu_s += r.cpu_s
@@ -241,19 +241,27 @@ async def measure(
     host = "127.0.0.1"
     for c in levels:
 
-        def http(make: RequestFactory, c: int = c) -> Callable[[float], Awaitable[Result]]:
-            return lambda d: with_server_cpu(app_pid, run_http(host, app_port, c, d, make, warmup=0.2))
+        def http(call: HttpCall, c: int = c) -> Callable[[float], Awaitable[Result]]:
+            method, path, body, headers, key = call
+            return lambda d: with_server_cpu(
+                app_pid,
+                asyncio.to_thread(
+                    run_wrk, host, app_port, c, max(1, round(d)), method, path, body, headers, key
+                ),
+            )
 
+        for call in (POST_TX, BARE, STATS, LIST):  # warm-up, not measured
+            await http(call)(1)
         res = await interleaved(
             slices,
             duration,
             {
                 "raw": lambda d, c=c: raw_post_writes(db_url, c, d, warmup=0.2),  # type: ignore[misc]
-                "post": http(post_tx),
+                "post": http(POST_TX),
                 "raw1": lambda d, c=c: raw_single_inserts(db_url, c, d, warmup=0.2),  # type: ignore[misc]
-                "bare": http(get("/health")),
-                "stats": http(get("/api/stats")),
-                "list": http(get("/api/transactions?limit=50")),
+                "bare": http(BARE),
+                "stats": http(STATS),
+                "list": http(LIST),
             },
         )
         for name, r, base_name, base, goal in (
@@ -262,12 +270,11 @@ async def measure(
             ("GET /api/stats", res["stats"], "GET /health (bare)", res["bare"], 0.7),
             ("GET /api/transactions", res["list"], "GET /health (bare)", res["bare"], None),
         ):
-            bad = {s: n for s, n in r.statuses.items() if s >= 400}
             ratio = r.rate / base.rate if base.rate else float("nan")
             verdict = "" if goal is None else (f">={goal} ok" if ratio >= goal else f">={goal} MISSED")
             line = f"{name:<28}{c:>5} {fmt(r)}   {base_name:<22} {fmt(base)} {ratio:6.2f}  {verdict}"
-            if bad:
-                line += f"  errors {bad}"
+            if r.failures:
+                line += f"  {r.failures} requests not answered 2xx"
             rows.append(line)
             print(line, flush=True)
     return rows
@@ -314,6 +321,7 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=3, help="turns each measurement is split into")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
+    wrk = wrk_binary()  # before minutes of set-up: without wrk there is nothing to measure
 
     from kubernetes import client, config
 
@@ -355,6 +363,7 @@ def main() -> int:
                     conn.execute(ddl)
             print(
                 f"app on 127.0.0.1:{port} (one uvicorn worker, uvloop + httptools, default settings); "
+                f"HTTP load from {wrk} (one thread, one connection per concurrent request); "
                 f"{args.duration:.0f} s per cell in {args.slices} interleaved turns; concurrency {levels}\n"
                 f"POST goal against 'raw POST writes, pool' (the same writes without the app, pool of "
                 f"{POOL_MAX}); 'raw 1-row INSERT' is the issue's literal baseline, for reference\n",

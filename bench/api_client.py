@@ -14,7 +14,12 @@ RequestFactory = Callable[[int], tuple[str, str, bytes, dict[str, str] | None]]
 @dataclass
 class Result:
     latencies: list[float] = field(default_factory=list)
+    # Latency quantiles with the share of requests each stands for (from wrk, which reports a
+    # distribution rather than every sample); merged with ``latencies`` by :meth:`percentile`.
+    weighted: list[tuple[float, float]] = field(default_factory=list)
+    count: int = 0  # measured requests
     statuses: dict[int, int] = field(default_factory=dict)
+    failures: int = 0  # requests that got no 2xx: an error status or a socket error
     elapsed: float = 0.0
     done: int = 0  # every completed request, warm-up included (the denominator of cpu_s)
     cpu_s: float = 0.0  # CPU seconds of the party under test over the whole run, when measured
@@ -25,17 +30,26 @@ class Result:
 
     def add(self, latency: float, status: int) -> None:
         self.latencies.append(latency)
+        self.count += 1
         self.statuses[status] = self.statuses.get(status, 0) + 1
+        if not 200 <= status < 300 and status != 0:
+            self.failures += 1
 
     @property
     def rate(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+        return self.count / self.elapsed if self.elapsed else 0.0
 
     def percentile(self, q: float) -> float:
-        if not self.latencies:
+        samples = sorted([(v, 1.0) for v in self.latencies] + self.weighted)
+        if not samples:
             return float("nan")
-        values = sorted(self.latencies)
-        return values[min(len(values) - 1, max(0, int(q * len(values) + 0.999999) - 1))]
+        target = q * sum(w for _, w in samples)
+        seen = 0.0
+        for value, weight in samples:
+            seen += weight
+            if seen >= target:
+                return value
+        return samples[-1][0]
 
 
 class Connection:

@@ -148,8 +148,7 @@ async def create_transaction(request: Request) -> Response:
         description=body.description,
         decision=payments.decide(amount, CURRENCIES[body.currency], body.card_token),
     )
-    async with services.pool.connection() as conn:
-        row, created = await repository.insert_transaction(conn, new)
+    row, created = await services.writer.insert(new)
     if not created and row["request_hash"] != new.request_hash:
         raise ApiError(
             409,

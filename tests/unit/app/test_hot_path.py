@@ -1,5 +1,5 @@
-"""The pieces of the lean request path: request-only routes, cached metric children, the request
-log line without the caller lookup."""
+"""The pieces of the lean request path: request-only routes and the hot path to them, cached
+metric children, the request log line without the caller lookup."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 
 from payflow.app import logs, metrics
-from payflow.app.api.routing import RequestOnlyRoute, check_request_only
+from payflow.app.api.routing import HotPath, RequestOnlyRoute, check_request_only
 
 
 async def _echo(request: Request) -> Response:
@@ -58,6 +58,71 @@ async def test_a_request_only_route_calls_the_endpoint_and_keeps_its_openapi() -
         op = (await client.get("/openapi.json")).json()["paths"]["/echo"]["post"]
     assert op["summary"] == "Echo"
     assert op["requestBody"]["content"]["application/json"]["schema"] == {"type": "object"}
+
+
+class _Refused(Exception):
+    pass
+
+
+def _hot_app(seen: list[str]) -> FastAPI:
+    """An app with request-only routes (fixed and templated paths) behind a HotPath, and a plain
+    middleware outside it that records what the routing left in the scope."""
+    app = FastAPI()
+
+    async def fixed(request: Request) -> Response:
+        if request.headers.get("x-fail") == "refused":
+            raise _Refused("no")
+        if request.headers.get("x-fail") == "bug":
+            raise RuntimeError("a bug")
+        return Response(b"fixed", status_code=201)
+
+    async def templated(request: Request) -> Response:
+        return Response(request.path_params["name"].encode())
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        return Response(b'{"error":"refused"}', status_code=409, media_type="application/json")
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return Response(b'{"error":"internal"}', status_code=500, media_type="application/json")
+
+    app.router.add_api_route("/fixed", fixed, methods=["POST"], route_class_override=RequestOnlyRoute)
+    app.router.add_api_route("/t/{name}", templated, methods=["GET"], route_class_override=RequestOnlyRoute)
+    app.add_exception_handler(_Refused, refused)
+    app.add_exception_handler(Exception, unexpected)
+    app.add_middleware(HotPath, routes=app.router.routes, exception_handlers=lambda: app.exception_handlers)
+
+    class Record:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await self.inner(scope, receive, send)
+            finally:
+                if scope["type"] == "http":
+                    seen.append(getattr(scope.get("route"), "path", "<none>"))
+
+    app.add_middleware(Record)
+    return app
+
+
+async def test_the_hot_path_answers_fixed_paths_like_the_router_would() -> None:
+    seen: list[str] = []
+    app = _hot_app(seen)
+    hot = HotPath(app.router, app.router.routes, lambda: app.exception_handlers)
+    assert set(hot.table) == {("POST", "/fixed")}  # a templated path is left to the router
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ok = await client.post("/fixed")
+        assert (ok.status_code, ok.text) == (201, "fixed")
+        refused = await client.post("/fixed", headers={"x-fail": "refused"})
+        assert (refused.status_code, refused.json()) == (409, {"error": "refused"})
+        bug = await client.post("/fixed", headers={"x-fail": "bug"})
+        assert (bug.status_code, bug.json()) == (500, {"error": "internal"})
+        assert (await client.get("/fixed")).status_code == 405  # another method: the router's answer
+        assert (await client.get("/t/abc")).text == "abc"
+    # the route is in the scope for the middleware outside (metric labels), whichever way it went
+    assert seen == ["/fixed", "/fixed", "/fixed", "/fixed", "/t/{name}"]
 
 
 def test_cached_metric_children_are_the_labelled_children() -> None:
