@@ -39,7 +39,7 @@ def _new(key: str, amount: str = "10.00", status: str = "authorized") -> NewTran
 
 def _batches() -> tuple[float, float]:
     """(statements, transactions) written so far, from the app's own histogram."""
-    samples = {s.name: s.value for s in metrics.WRITE_BATCH.collect()[0].samples}
+    samples = {s.name: s.value for m in metrics.WRITE_BATCH.collect() for s in m.samples}
     return samples["payflow_db_write_batch_size_count"], samples["payflow_db_write_batch_size_sum"]
 
 
