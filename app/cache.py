@@ -163,6 +163,11 @@ class LocalCopy:
     def fresh(self) -> bytes | None:
         return self._value if time.monotonic() < self._until else None
 
+    def stale(self, grace_s: float) -> bytes | None:
+        """The value, expired at most ``grace_s`` ago: what waiting requests get while another
+        one computes the next value (stale-while-revalidate), instead of queueing behind it."""
+        return self._value if time.monotonic() < self._until + grace_s else None
+
     def store(self, value: bytes, ttl_s: float) -> None:
         self._value = value
         self._until = time.monotonic() + ttl_s

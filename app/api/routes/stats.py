@@ -57,7 +57,10 @@ def build_stats(rows: list[dict[str, Any]], windows: list[dict[str, Any]], repli
 )
 async def stats(request: Request) -> Response:
     """Served from this replica's copy while it is fresh, else from Redis (shared by the
-    replicas), else computed from PostgreSQL by one request at a time (no stampede).
+    replicas), else computed from PostgreSQL by one request at a time (no stampede). While one
+    request refreshes the copy, the others get the expired copy if it expired less than
+    ``stats_ttl_s`` ago (``X-Cache: stale``) rather than queue behind a query that grows with
+    the table.
 
     A request-only route (no dependency resolution): this endpoint is polled by dashboards, and
     FastAPI's per-request handling was most of its cost."""
@@ -67,6 +70,8 @@ async def stats(request: Request) -> Response:
     if body is not None:
         return Response(body, media_type="application/json", headers={"X-Cache": "local"})
     settings = services.settings
+    if local.lock.locked() and (body := local.stale(settings.stats_ttl_s)) is not None:
+        return Response(body, media_type="application/json", headers={"X-Cache": "stale"})
     # One deadline for the queue and the pool: waiters queue behind the computing request, and
     # when PostgreSQL is away each would otherwise wait the full pool timeout in turn.
     deadline = time.monotonic() + settings.db_pool_timeout_s

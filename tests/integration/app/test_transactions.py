@@ -11,6 +11,9 @@ import httpx
 import psycopg
 import pytest
 
+from payflow.app.main import create_app
+from payflow.app.settings import Settings
+
 GOOD: dict[str, Any] = {
     "amount": "12.50",
     "currency": "EUR",
@@ -215,8 +218,35 @@ async def test_stats_are_cached_and_openapi_is_served(asgi_client: httpx.AsyncCl
         "payflow_http_request_duration_seconds_bucket",
         "payflow_transactions_total",
         "payflow_db_pool_size",
+        "payflow_db_write_batch_size_bucket",
         "payflow_cache_hits_total",
         "payflow_fault_active",
         "process_cpu_seconds_total",
     ):
         assert name in metrics
+
+
+async def test_stats_refreshing_serve_the_expired_copy_instead_of_queueing(
+    postgres_url: str, redis_url: str
+) -> None:
+    settings = Settings(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        release=f"r{uuid.uuid4().hex[:8]}",
+        watch_faults=False,
+        fault_env={},
+        stats_local_ttl_s=0,  # the replica's copy expires at once: the next request refreshes it
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://payflow.test") as client:
+            first = await client.get("/api/stats")
+            assert first.headers["x-cache"] == "miss"
+            copy = app.state.services.stats_cache
+            async with copy.lock:  # another request is refreshing it
+                during = await client.get("/api/stats")
+            after = await client.get("/api/stats")
+    assert (during.status_code, during.headers["x-cache"]) == (200, "stale")
+    assert during.content == first.content
+    assert after.headers["x-cache"] == "hit"  # from Redis once the refresh is done
