@@ -9,7 +9,7 @@ from payflow.app import cache
 
 def test_fresh_then_stale_within_the_grace_then_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(cache.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("payflow.app.cache.time.monotonic", lambda: now[0])
     copy = cache.LocalCopy()
     assert copy.fresh() is None
     assert copy.stale(2.0) is None
