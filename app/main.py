@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -144,6 +145,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.watcher.start()
         app.state.services = services
         holder["services"] = services
+        # What start-up built (modules, schemas, routes, clients) lives as long as the process:
+        # out of the collector's sight, so that its full collections, which walk every tracked
+        # object, stop costing tens of milliseconds of latency under load.
+        gc.collect()
+        gc.freeze()
         log.info(
             "payflow app started",
             extra={

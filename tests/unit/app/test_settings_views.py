@@ -7,7 +7,7 @@ import pytest
 
 from payflow.app.settings import Settings, get_settings, redact_url
 from payflow.app.views import CursorError, decode_cursor, encode_cursor, format_amount
-from payflow.app.window import percentile, summarize
+from payflow.app.window import RequestWindow, Second, bin_ms, latency_bin, percentile, summarize
 from payflow.faults import ALL_ENV_KEYS, ENV_PREFIX, FaultSet
 
 
@@ -87,12 +87,38 @@ def test_format_amount() -> None:
     assert format_amount(Decimal("1.5"), "KWD") == "1.500"
 
 
-def test_window_percentiles() -> None:
-    assert percentile([], 0.5) is None
-    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
-    samples = [(100.0 - i * 0.1, 0.01 * (i + 1), i % 10 == 0) for i in range(100)]
-    w = summarize(samples, 100.0, 60)
-    assert w.requests == 100
-    assert w.error_ratio == 0.1
-    assert w.p50_ms == pytest.approx(500.0)
-    assert w.p95_ms == pytest.approx(950.0)
+def test_window_percentiles_are_within_the_bin_precision() -> None:
+    assert percentile({}, 0.5) is None
+    hist: dict[int, int] = {}
+    for ms in (1.0, 2.0, 3.0, 4.0):
+        hist[latency_bin(ms)] = hist.get(latency_bin(ms), 0) + 1
+    assert percentile(hist, 0.5) == pytest.approx(2.0, rel=0.025)
+    assert latency_bin(0.001) == 0
+    assert bin_ms(latency_bin(0.35)) == pytest.approx(0.35, rel=0.025)  # sub-millisecond stays readable
+
+
+def test_the_window_sums_the_seconds_it_covers() -> None:
+    seconds = []
+    for i in range(100):  # 100 s, one request a second: 10, 20, ... 1000 ms; every 10th a 5xx
+        ms = 10.0 * (i + 1)
+        seconds.append(Second(t=100 - i, requests=1, errors=int(i % 10 == 0), hist={latency_bin(ms): 1}))
+    w = summarize(seconds, 100.0, 60)
+    assert w.requests == 61  # t = 40 ... 100
+    assert w.error_ratio == round(7 / 61, 4)
+    assert w.p50_ms == pytest.approx(310.0, rel=0.025)
+    assert w.p95_ms == pytest.approx(580.0, rel=0.025)
+    assert w.rate_per_s == round(61 / 60, 3)
+
+
+def test_a_busy_window_counts_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("payflow.app.window.time.monotonic", lambda: now[0])
+    window = RequestWindow(horizon_s=300)
+    for second in range(300):  # 1,000 requests a second for five minutes: 300,000 in all
+        now[0] = 1000.0 + second
+        for _ in range(1000):
+            window.add(0.002, server_error=False)
+    five_min = window.stats()[1]
+    assert five_min.requests == 300_000
+    assert five_min.rate_per_s == 1000.0
+    assert five_min.p50_ms == pytest.approx(2.0, rel=0.025)
