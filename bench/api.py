@@ -52,6 +52,7 @@ from payflow.devstack.process import Process, free_port
 from payflow.devstack.stack import LocalStack, StackConfig
 from payflow.naming import faults_configmap_name
 
+REPO = Path(__file__).resolve().parents[1]
 RELEASE = "bench"
 BODY = json.dumps(
     {
@@ -229,7 +230,14 @@ async def interleaved(
 
 
 async def measure(
-    app_port: int, app_pid: int, db_url: str, levels: list[int], duration: float, slices: int
+    app_port: int,
+    app_pid: int,
+    minimal_port: int,
+    minimal_pid: int,
+    db_url: str,
+    levels: list[int],
+    duration: float,
+    slices: int,
 ) -> list[str]:
     rows = []
     header = (
@@ -241,17 +249,21 @@ async def measure(
     host = "127.0.0.1"
     for c in levels:
 
-        def http(call: HttpCall, c: int = c) -> Callable[[float], Awaitable[Result]]:
+        def http(
+            call: HttpCall, c: int = c, port: int = app_port, pid: int = app_pid
+        ) -> Callable[[float], Awaitable[Result]]:
             method, path, body, headers, key = call
-            return lambda d: with_server_cpu(
-                app_pid,
-                asyncio.to_thread(
-                    run_wrk, host, app_port, c, max(1, round(d)), method, path, body, headers, key
-                ),
-            )
 
-        for call in (POST_TX, BARE, STATS, LIST):  # warm-up, not measured
-            await http(call)(1)
+            def run(d: float) -> Awaitable[Result]:
+                seconds = max(1, round(d))  # wrk counts whole seconds
+                load = asyncio.to_thread(run_wrk, host, port, c, seconds, method, path, body, headers, key)
+                return with_server_cpu(pid, load)
+
+            return run
+
+        minimal = http(POST_TX, port=minimal_port, pid=minimal_pid)
+        for warm_up in (http(POST_TX), http(BARE), http(STATS), http(LIST), minimal):  # not measured
+            await warm_up(1)
         res = await interleaved(
             slices,
             duration,
@@ -262,11 +274,13 @@ async def measure(
                 "bare": http(BARE),
                 "stats": http(STATS),
                 "list": http(LIST),
+                "minimal": minimal,
             },
         )
         for name, r, base_name, base, goal in (
             ("POST /api/transactions", res["post"], "raw POST writes, pool", res["raw"], 0.6),
             ("POST /api/transactions", res["post"], "raw 1-row INSERT (ref)", res["raw1"], None),
+            ("POST, minimal ASGI (ref)", res["minimal"], "raw POST writes, pool", res["raw"], None),
             ("GET /api/stats", res["stats"], "GET /health (bare)", res["bare"], 0.7),
             ("GET /api/transactions", res["list"], "GET /health (bare)", res["bare"], None),
         ):
@@ -330,6 +344,7 @@ def main() -> int:
             StackConfig(workdir=Path(tmp) / "stack", components=("postgres", "redis", "kube-apiserver"))
         )
         app: Process | None = None
+        minimal: Process | None = None
         try:
             print("starting the local stack ...", flush=True)
             stack.start()
@@ -358,6 +373,18 @@ def main() -> int:
             app.wait_ready(
                 lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200, 60
             )
+            minimal_port = free_port()
+            minimal = Process(
+                "minimal-app",
+                [sys.executable, "-m", "bench.minimal_app"],
+                Path(tmp) / "minimal.log",
+                env={**env, "PAYFLOW_PORT": str(minimal_port)},
+                cwd=REPO,
+            )
+            minimal.start()
+            minimal.wait_ready(
+                lambda: httpx.get(f"http://127.0.0.1:{minimal_port}/health", timeout=1).status_code == 200, 60
+            )
             with psycopg.connect(stack.database_url, autocommit=True) as conn:
                 for ddl in RAW_TABLES:
                     conn.execute(ddl)
@@ -366,13 +393,27 @@ def main() -> int:
                 f"HTTP load from {wrk} (one thread, one connection per concurrent request); "
                 f"{args.duration:.0f} s per cell in {args.slices} interleaved turns; concurrency {levels}\n"
                 f"POST goal against 'raw POST writes, pool' (the same writes without the app, pool of "
-                f"{POOL_MAX}); 'raw 1-row INSERT' is the issue's literal baseline, for reference\n",
+                f"{POOL_MAX}); 'raw 1-row INSERT' is the issue's literal baseline, for reference; "
+                "'minimal ASGI' is bench/minimal_app.py: uvicorn and the pool running the same insert, "
+                "and nothing else\n",
                 flush=True,
             )
             t0 = time.monotonic()
             # uvloop, as the app runs on: the baselines' psycopg loop gets the same event loop.
             assert app.popen is not None
-            uvloop.run(measure(port, app.popen.pid, stack.database_url, levels, args.duration, args.slices))
+            assert minimal.popen is not None
+            uvloop.run(
+                measure(
+                    port,
+                    app.popen.pid,
+                    minimal_port,
+                    minimal.popen.pid,
+                    stack.database_url,
+                    levels,
+                    args.duration,
+                    args.slices,
+                )
+            )
             print(
                 "\nCPU us: CPU time per request of the app process (HTTP rows) or of the psycopg client "
                 "(raw rows), warm-up included; PostgreSQL's share is not in it.",
@@ -390,8 +431,9 @@ def main() -> int:
             print(f"\nmeasured in {time.monotonic() - t0:.0f} s", flush=True)
             api_client.close()
         finally:
-            if app is not None:
-                app.stop()
+            for proc in (app, minimal):
+                if proc is not None:
+                    proc.stop()
             stack.stop()
     return 0
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local stack needs, only those missing:
-# PostgreSQL and Redis servers, and Chromium for the dashboard's browser test.
+# PostgreSQL and Redis servers, Chromium for the dashboard's browser test, and wrk, the HTTP load
+# of the API benchmark (bench/api.py).
 set -euo pipefail
 
 need=()
@@ -10,9 +11,10 @@ command -v redis-server >/dev/null || need+=(redis-server)
 # initdb, pg_ctl and psql come with the server package; the client for scripts:
 command -v psql >/dev/null || need+=(postgresql-client)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
+command -v wrk >/dev/null || need+=(wrk)
 
 if [[ ${#need[@]} -eq 0 ]]; then
-  echo "[tools] system packages: present (postgresql, redis-server, chromium)" >&2
+  echo "[tools] system packages: present (postgresql, redis-server, chromium, wrk)" >&2
   exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
