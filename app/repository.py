@@ -76,7 +76,7 @@ WITH input AS (
                               customer_ref, card_token, description, status, decline_reason, decided_at)
     SELECT key, hash, amount, currency, merchant, customer, token, description, status, reason,
            clock_timestamp()
-    FROM input ORDER BY n
+    FROM input ORDER BY key, n  -- key order: concurrent statements lock shared keys alike
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING {_COLUMNS}
 ), events AS (

@@ -127,8 +127,9 @@ def prune(buckets: Buckets, oldest: int) -> Buckets:
     return buckets
 
 
-def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
-    """The nearest-rank ``q`` percentile of a histogram, as its bin's middle value."""
+def histogram_percentile(hist: Mapping[int, int], q: float, value: Callable[[int], float]) -> float | None:
+    """The nearest-rank ``q`` percentile of a histogram (bin index to count), as ``value`` of its
+    bin; None when the histogram is empty."""
     total = sum(hist.values())
     if total <= 0:
         return None
@@ -137,8 +138,13 @@ def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
     for i in sorted(hist):
         seen += hist[i]
         if seen >= rank:
-            return bin_value_ms(i)
-    return bin_value_ms(max(hist))  # pragma: no cover - unreachable with positive counts
+            return value(i)
+    return value(max(hist))  # pragma: no cover - unreachable with positive counts
+
+
+def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
+    """The nearest-rank ``q`` percentile of a histogram, as its bin's middle value."""
+    return histogram_percentile(hist, q, bin_value_ms)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from payflow.app.series import SeriesRecorder
+from payflow.app.series import Bucket, SeriesRecorder, histogram_percentile
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ GROWTH = 1.05
 _INV_LOG_GROWTH = 1.0 / math.log(GROWTH)
 _LOG_FLOOR = math.log(FLOOR_MS)
 
+Second = tuple[int, Bucket]  # the requests that ended in one second of the monotonic clock
+
 
 def latency_bin(ms: float) -> int:
     if ms <= FLOOR_MS:
@@ -40,45 +42,23 @@ def bin_ms(index: int) -> float:
 
 
 def percentile(hist: dict[int, int], q: float) -> float | None:
-    """Nearest-rank percentile of a histogram, as its bin's value (None when empty)."""
-    total = sum(hist.values())
-    if total <= 0:
-        return None
-    rank = max(1, math.ceil(q * total - 1e-9))
-    seen = 0
-    for i in sorted(hist):
-        seen += hist[i]
-        if seen >= rank:
-            return bin_ms(i)
-    return bin_ms(max(hist))  # pragma: no cover - unreachable with positive counts
-
-
-@dataclass
-class Second:
-    """The requests that ended in one second (monotonic clock)."""
-
-    t: int
-    requests: int = 0
-    errors: int = 0
-    hist: dict[int, int] = field(default_factory=dict)
+    """Nearest-rank percentile of a window histogram, in ms (None when empty)."""
+    return histogram_percentile(hist, q, bin_ms)
 
 
 def summarize(seconds_: list[Second], now: float, seconds: int) -> WindowStats:
     """The window of the last ``seconds`` from per-second aggregates (``now``: monotonic)."""
-    requests = errors = 0
-    hist: dict[int, int] = {}
-    for s in seconds_:
-        if s.t >= now - seconds:
-            requests += s.requests
-            errors += s.errors
-            for i, n in s.hist.items():
-                hist[i] = hist.get(i, 0) + n
-    p50, p95 = percentile(hist, 0.5), percentile(hist, 0.95)
+    total = Bucket()
+    for t, bucket in seconds_:
+        if t >= now - seconds:
+            total.merge(bucket)
+    n = total.requests
+    p50, p95 = percentile(total.hist, 0.5), percentile(total.hist, 0.95)
     return WindowStats(
         seconds=seconds,
-        requests=requests,
-        rate_per_s=round(requests / seconds, 3),
-        error_ratio=round(errors / requests, 4) if requests else 0.0,
+        requests=n,
+        rate_per_s=round(n / seconds, 3),
+        error_ratio=round(total.errors / n, 4) if n else 0.0,
         p50_ms=None if p50 is None else round(p50, 2),
         p95_ms=None if p95 is None else round(p95, 2),
     )
@@ -96,21 +76,21 @@ class RequestWindow:
 
     def add(self, duration_s: float, server_error: bool) -> None:
         t = int(time.monotonic())
-        if not self._seconds or self._seconds[-1].t != t:
-            self._seconds.append(Second(t))
-            while self._seconds[0].t < t - self.horizon_s:
+        if not self._seconds or self._seconds[-1][0] != t:
+            self._seconds.append((t, Bucket()))
+            while self._seconds[0][0] < t - self.horizon_s:
                 self._seconds.popleft()
-        current = self._seconds[-1]
-        current.requests += 1
+        bucket = self._seconds[-1][1]
+        bucket.requests += 1
         if server_error:
-            current.errors += 1
+            bucket.errors += 1
         i = latency_bin(duration_s * 1000.0)
-        current.hist[i] = current.hist.get(i, 0) + 1
+        bucket.hist[i] = bucket.hist.get(i, 0) + 1
         self.series.add(duration_s, server_error)
 
     def stats(self, windows: tuple[int, ...] = (60, 300)) -> list[WindowStats]:
         now = time.monotonic()
-        while self._seconds and self._seconds[0].t < now - self.horizon_s:
+        while self._seconds and self._seconds[0][0] < now - self.horizon_s:
             self._seconds.popleft()
         seconds = list(self._seconds)
         return [summarize(seconds, now, w) for w in windows]

@@ -11,10 +11,17 @@ send and receive, PostgreSQL's parse, executor start and commit. What each POST 
 change: its own row, created (201) or replayed (the key was taken: by an earlier request, another
 replica, or an earlier POST of the same statement).
 
+Waiting: a POST waits for its connection no longer than it would alone, the pool's timeout
+(``PAYFLOW_DB_POOL_TIMEOUT_S``) from its arrival, queue included: a POST still queued at that
+deadline fails with the pool's ``PoolTimeout`` (503), and a statement waits for its connection
+only until the earliest deadline of the POSTs it carries.
+
 Failures: a statement that fails because of the database (unreachable, pool exhausted, statement
 timeout) fails every POST it carried with that same error, as each of them would have failed
-alone. Any other failure of a shared statement (a row the database refuses) is retried one POST
-at a time, so that each gets its own answer and no valid POST fails because of another.
+alone. Any other failure of a shared statement (a row the database refuses, a deadlock or
+serialization failure) is retried one POST at a time, so that each gets its own answer and no
+valid POST fails because of another. Each statement inserts its rows in key order, so two
+statements that share keys take their locks in the same order and cannot deadlock each other.
 """
 
 from __future__ import annotations
@@ -54,12 +61,25 @@ def assign(keys: list[str], created: dict[str, Row], existing: dict[str, Row]) -
     return out
 
 
+class _Waiting:
+    """A POST waiting for a statement: its transaction, its future, its deadline (loop time)
+    and the timer that fails it if it is still queued then."""
+
+    __slots__ = ("deadline", "future", "new", "timer")
+
+    def __init__(self, new: NewTransaction, future: asyncio.Future[Outcome], deadline: float) -> None:
+        self.new = new
+        self.future = future
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
+
+
 @dataclass
 class TransactionWriter:
     pool: AsyncConnectionPool[Any]
     max_batch: int = 64
     max_statements: int = 2
-    _queue: list[tuple[NewTransaction, asyncio.Future[Outcome]]] = field(default_factory=list)
+    _queue: list[_Waiting] = field(default_factory=list)
     _running: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -75,68 +95,83 @@ class TransactionWriter:
             finally:
                 self._running -= 1
                 self._dispatch()
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((new, future))
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(new, loop.create_future(), loop.time() + self.pool.timeout)
+        self._queue.append(waiting)
         self._dispatch()
-        return await future
+        if not waiting.future.done() and waiting in self._queue:
+            waiting.timer = loop.call_at(waiting.deadline, self._expire, waiting)
+        return await waiting.future
+
+    def _expire(self, waiting: _Waiting) -> None:
+        """The deadline of a POST still queued: it fails as it would have waiting for the pool."""
+        if waiting in self._queue:
+            self._queue.remove(waiting)
+            if not waiting.future.done():
+                waiting.future.set_exception(
+                    PoolTimeout(f"couldn't get a connection after {self.pool.timeout:.2f} sec")
+                )
 
     def _dispatch(self) -> None:
         while self._queue and self._running < self.max_statements:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            for waiting in batch:
+                if waiting.timer is not None:
+                    waiting.timer.cancel()
             self._running += 1
             task = asyncio.create_task(self._run(batch), name="payflow-write")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[NewTransaction, asyncio.Future[Outcome]]]) -> None:
+    async def _run(self, batch: list[_Waiting]) -> None:
         try:
             metrics.WRITE_BATCH.observe(len(batch))
+            wait_s = max(0.0, min(w.deadline for w in batch) - asyncio.get_running_loop().time())
             if len(batch) == 1:
-                new, future = batch[0]
-                await self._settle(future, self._insert_one(new))
+                await self._settle(batch[0].future, self._insert_one(batch[0].new, wait_s))
             else:
-                await self._insert_many(batch)
+                await self._insert_many(batch, wait_s)
         finally:
-            for _, future in batch:  # only if this task was cancelled (shutdown)
-                if not future.done():
-                    future.cancel()
+            for waiting in batch:  # only if this task was cancelled (shutdown)
+                if not waiting.future.done():
+                    waiting.future.cancel()
             self._running -= 1
             self._dispatch()
 
-    async def _insert_one(self, new: NewTransaction) -> Outcome:
-        async with self.pool.connection() as conn:
+    async def _insert_one(self, new: NewTransaction, wait_s: float | None = None) -> Outcome:
+        async with self.pool.connection(timeout=wait_s) as conn:
             return await repository.insert_transaction(conn, new)
 
-    async def _insert_many(self, batch: list[tuple[NewTransaction, asyncio.Future[Outcome]]]) -> None:
-        news = [new for new, _ in batch]
+    async def _insert_many(self, batch: list[_Waiting], wait_s: float) -> None:
+        news = [w.new for w in batch]
         keys = [new.idempotency_key for new in news]
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection(timeout=wait_s) as conn:
                 created = await repository.insert_transactions(conn, news)
                 missing = sorted({k for k in keys if k not in created})
                 existing = await repository.transactions_by_key(conn, missing) if missing else {}
-        except SHARED_FAILURES as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except psycopg.Error as exc:
+        except psycopg.Error as exc:  # PoolTimeout is one too
+            if isinstance(exc, SHARED_FAILURES) and not isinstance(exc, psycopg.errors.TransactionRollback):
+                for waiting in batch:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(exc)
+                return
             log.warning(
                 "a group insert failed; writing its %d transactions one by one: %s",
                 len(batch),
                 exc,
                 extra={"error": type(exc).__name__},
             )
-            for new, future in batch:
-                await self._settle(future, self._insert_one(new))
+            for waiting in batch:
+                await self._settle(waiting.future, self._insert_one(waiting.new))
             return
-        for (new, future), outcome in zip(batch, assign(keys, created, existing), strict=True):
-            if future.done():
+        for waiting, outcome in zip(batch, assign(keys, created, existing), strict=True):
+            if waiting.future.done():
                 continue
             if outcome is None:
-                future.set_exception(LookupError(new.idempotency_key))
+                waiting.future.set_exception(LookupError(waiting.new.idempotency_key))
             else:
-                future.set_result(outcome)
+                waiting.future.set_result(outcome)
 
     @staticmethod
     async def _settle(future: asyncio.Future[Outcome], work: Awaitable[Outcome]) -> None:

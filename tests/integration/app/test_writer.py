@@ -125,3 +125,29 @@ async def test_without_a_database_every_post_gets_the_pool_error() -> None:
             *(writer.insert(_new(f"w-{i}")) for i in range(6)), return_exceptions=True
         )
     assert all(isinstance(r, PoolTimeout) for r in results), results
+
+
+async def test_a_queued_post_waits_no_longer_than_the_pool_timeout(postgres_url: str) -> None:
+    # Every connection taken (as the dbTimeout fault does): each POST must fail after the pool's
+    # timeout from its own arrival, not after the statements queued ahead of it gave up in turn.
+    async with AsyncConnectionPool(
+        postgres_url, min_size=2, max_size=2, timeout=1.0, kwargs={"autocommit": True}, open=False
+    ) as small:
+        await small.wait(timeout=30)
+        held = [await small.getconn(), await small.getconn()]
+        writer = TransactionWriter(small, max_statements=2)
+        loop = asyncio.get_running_loop()
+
+        async def timed(i: int) -> tuple[object, float]:
+            start = loop.time()
+            try:
+                return await writer.insert(_new(f"w-{uuid.uuid4().hex}-{i}")), loop.time() - start
+            except PoolTimeout as exc:
+                return exc, loop.time() - start
+
+        results = await asyncio.gather(*(timed(i) for i in range(8)))
+        for conn in held:
+            await small.putconn(conn)
+    assert all(isinstance(r, PoolTimeout) for r, _ in results), results
+    waited = sorted(w for _, w in results)
+    assert waited[-1] < 1.0 + 0.5, waited  # the timeout, plus scheduling slack; not 2 or 3 timeouts

@@ -5,9 +5,10 @@ from uuid import uuid4
 
 import pytest
 
+from payflow.app.series import Bucket
 from payflow.app.settings import Settings, get_settings, redact_url
 from payflow.app.views import CursorError, decode_cursor, encode_cursor, format_amount
-from payflow.app.window import RequestWindow, Second, bin_ms, latency_bin, percentile, summarize
+from payflow.app.window import RequestWindow, bin_ms, latency_bin, percentile, summarize
 from payflow.faults import ALL_ENV_KEYS, ENV_PREFIX, FaultSet
 
 
@@ -101,7 +102,7 @@ def test_the_window_sums_the_seconds_it_covers() -> None:
     seconds = []
     for i in range(100):  # 100 s, one request a second: 10, 20, ... 1000 ms; every 10th a 5xx
         ms = 10.0 * (i + 1)
-        seconds.append(Second(t=100 - i, requests=1, errors=int(i % 10 == 0), hist={latency_bin(ms): 1}))
+        seconds.append((100 - i, Bucket(requests=1, errors=int(i % 10 == 0), hist={latency_bin(ms): 1})))
     w = summarize(seconds, 100.0, 60)
     assert w.requests == 61  # t = 40 ... 100
     assert w.error_ratio == round(7 / 61, 4)
