@@ -137,7 +137,7 @@ async def raw_post_writes(url: str, concurrency: int, duration: float, warmup: f
                 t1 = time.perf_counter()
                 result.done += 1
                 if t0 >= t_measure and t1 <= t_end:
-                    result.add(t1 - t0, 0)
+                    result.add(t1 - t0)
 
         cpu0 = time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -172,7 +172,7 @@ async def raw_single_inserts(url: str, concurrency: int, duration: float, warmup
             t1 = time.perf_counter()
             result.done += 1
             if t0 >= t_measure and t1 <= t_end:
-                result.add(t1 - t0, 0)
+                result.add(t1 - t0)
 
     cpu0 = time.process_time()
     await asyncio.gather(*(worker(c) for c in conns))

@@ -1,14 +1,10 @@
-"""A small keep-alive HTTP/1.1 client on asyncio streams, for the API benchmark: much lighter
-than a full client, so the load generator takes less of the CPU the server needs."""
+"""The API benchmark's results, and a small keep-alive HTTP/1.1 client on asyncio streams for
+its sequential probes (the ConfigMap delay); the load itself comes from wrk (bench/wrk.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-
-RequestFactory = Callable[[int], tuple[str, str, bytes, dict[str, str] | None]]
 
 
 @dataclass
@@ -18,7 +14,6 @@ class Result:
     # distribution rather than every sample); merged with ``latencies`` by :meth:`percentile`.
     weighted: list[tuple[float, float]] = field(default_factory=list)
     count: int = 0  # measured requests
-    statuses: dict[int, int] = field(default_factory=dict)
     failures: int = 0  # requests that got no 2xx: an error status or a socket error
     elapsed: float = 0.0
     done: int = 0  # every completed request, warm-up included (the denominator of cpu_s)
@@ -28,12 +23,9 @@ class Result:
     def cpu_per_request_us(self) -> float:
         return self.cpu_s / self.done * 1e6 if self.done else float("nan")
 
-    def add(self, latency: float, status: int) -> None:
+    def add(self, latency: float) -> None:
         self.latencies.append(latency)
         self.count += 1
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-        if not 200 <= status < 300 and status != 0:
-            self.failures += 1
 
     @property
     def rate(self) -> float:
@@ -103,41 +95,3 @@ class Connection:
                 await self.reader.readline()
             return status, data
         return status, await self.reader.readexactly(length)
-
-
-async def run_http(
-    host: str,
-    port: int,
-    concurrency: int,
-    duration: float,
-    make_request: RequestFactory,
-    warmup: float = 0.5,
-) -> Result:
-    """``concurrency`` connections, each sending requests back to back for ``duration`` s after
-    a warm-up; the latencies of the measured part."""
-    result = Result()
-    conns = [Connection(host, port) for _ in range(concurrency)]
-    await asyncio.gather(*(c.open() for c in conns))
-    t_start = time.perf_counter()
-    t_measure = t_start + warmup
-    t_end = t_measure + duration
-    counter = [0]
-
-    async def worker(conn: Connection) -> None:
-        while True:
-            now = time.perf_counter()
-            if now >= t_end:
-                return
-            counter[0] += 1
-            method, path, body, headers = make_request(counter[0])
-            t0 = time.perf_counter()
-            status, _ = await conn.request(method, path, body, headers)
-            t1 = time.perf_counter()
-            result.done += 1
-            if t0 >= t_measure and t1 <= t_end:
-                result.add(t1 - t0, status)
-
-    await asyncio.gather(*(worker(c) for c in conns))
-    result.elapsed = duration
-    await asyncio.gather(*(c.close() for c in conns))
-    return result

@@ -100,7 +100,8 @@ def run_wrk(
     headers: dict[str, str] | None = None,
     key_header: str | None = None,
 ) -> Result:
-    """One wrk run; the result holds its rate, statuses (2xx vs not) and latency quantiles."""
+    """One wrk run; the result holds its rate, its failures (answers outside 2xx/3xx and socket
+    errors) and its latency quantiles."""
     hdrs = dict(headers or {})
     if body:
         hdrs.setdefault("Content-Type", "application/json")
