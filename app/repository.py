@@ -180,31 +180,19 @@ async def list_transactions(
     created_to: datetime | None,
 ) -> list[Row]:
     """Newest first; ``after`` is the (created_at, id) of the last row of the previous page."""
-    where: list[str] = []
-    params: list[Any] = []
-    if after is not None:
-        where.append("(created_at, id) < (%s, %s)")
-        params.extend(after)
-    if status is not None:
-        where.append("status = %s")
-        params.append(status)
-    if currency is not None:
-        where.append("currency = %s")
-        params.append(currency)
-    if created_from is not None:
-        where.append("created_at >= %s")
-        params.append(created_from)
-    if created_to is not None:
-        where.append("created_at < %s")
-        params.append(created_to)
-    sql = f"SELECT {_COLUMNS} FROM transactions"  # noqa: S608 - constant columns; values are parameters
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
-    params.append(limit)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        return await cur.fetchall()
+    sql, params = filtered_query(
+        f"SELECT {_COLUMNS} FROM transactions",  # noqa: S608 - constant columns; values are parameters
+        [
+            ("(created_at, id) < (%s, %s)", after),
+            ("status = %s", status),
+            ("currency = %s", currency),
+            ("created_at >= %s", created_from),
+            ("created_at < %s", created_to),
+        ],
+        "created_at DESC, id DESC",
+        limit,
+    )
+    return await _fetch_dicts(conn, sql, params)
 
 
 async def transaction_totals(conn: Conn) -> list[Row]:
@@ -246,25 +234,34 @@ async def insert_fault_transitions(
 async def fault_history(
     conn: Conn, *, limit: int, since: datetime | None, fault: str | None, release: str | None
 ) -> list[Row]:
-    where: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        where.append("at >= %s")
-        params.append(since)
-    if fault is not None:
-        where.append("fault = %s")
-        params.append(fault)
-    if release is not None:
-        where.append("release = %s")
-        params.append(release)
-    sql = (
+    sql, params = filtered_query(
         "SELECT id, at, fault, change, params, previous, source, incidents, replica, release"
-        " FROM fault_transitions"
+        " FROM fault_transitions",
+        [("at >= %s", since), ("fault = %s", fault), ("release = %s", release)],
+        "at DESC, id DESC",
+        limit,
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY at DESC, id DESC LIMIT %s"
-    params.append(limit)
+    return await _fetch_dicts(conn, sql, params)
+
+
+def filtered_query(
+    select: str, conditions: list[tuple[str, Any]], order_by: str, limit: int
+) -> tuple[str, list[Any]]:
+    """``select`` narrowed by the conditions whose value is not None (a clause with one ``%s``
+    per value; a tuple value fills several), ordered and limited; the SQL and its parameters.
+    Only constant text goes into the SQL: every value is a parameter."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in conditions:
+        if value is None:
+            continue
+        clauses.append(clause)
+        params.extend(value if isinstance(value, tuple) else (value,))
+    sql = select + (" WHERE " + " AND ".join(clauses) if clauses else "")
+    return f"{sql} ORDER BY {order_by} LIMIT %s", [*params, limit]
+
+
+async def _fetch_dicts(conn: Conn, sql: str, params: list[Any]) -> list[Row]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         return await cur.fetchall()

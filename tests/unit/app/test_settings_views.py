@@ -123,3 +123,20 @@ def test_a_busy_window_counts_every_request(monkeypatch: pytest.MonkeyPatch) -> 
     assert five_min.requests == 300_000
     assert five_min.rate_per_s == 1000.0
     assert five_min.p50_ms == pytest.approx(2.0, rel=0.025)
+
+
+def test_filtered_query_keeps_the_given_conditions_and_every_value_a_parameter() -> None:
+    from payflow.app.repository import filtered_query
+
+    sql, params = filtered_query(
+        "SELECT x FROM t",
+        [("(a, b) < (%s, %s)", (1, "z")), ("c = %s", None), ("d >= %s", "2026")],
+        "a DESC",
+        50,
+    )
+    assert sql == "SELECT x FROM t WHERE (a, b) < (%s, %s) AND d >= %s ORDER BY a DESC LIMIT %s"
+    assert params == [1, "z", "2026", 50]
+    assert filtered_query("SELECT x FROM t", [("c = %s", None)], "a", 5) == (
+        "SELECT x FROM t ORDER BY a LIMIT %s",
+        [5],
+    )
