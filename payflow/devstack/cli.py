@@ -22,17 +22,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from payflow.devstack import tools
 from payflow.devstack.demo import LOAD_RATE, Demo, DemoConfig
-from payflow.devstack.process import install_signal_guard, pids_mentioning
+from payflow.devstack.process import describe_pids, install_signal_guard, pids_mentioning
 from payflow.devstack.stack import ALL_COMPONENTS, PORTS, LocalStack, StackConfig, with_requirements
 from payflow.devstack.workloads import Workload
 
 UP_TIMEOUT = 180.0
+DOWN_TIMEOUT = 30.0  # for the supervisor to stop everything; then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,18 @@ class StateDir:
         """The supervisor's PID if it is alive (and really ours), else None."""
         try:
             pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid if b"supervise" in cmdline and str(self.root).encode() in cmdline else None
+        return pid if self.is_supervisor(pid) else None
+
+    def is_supervisor(self, pid: int) -> bool:
+        """Whether ``pid`` is this directory's supervisor and has not exited yet. The pid file
+        goes first, while the supervisor still winds down: ``down`` waits on the process."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()  # empty once it has exited
+        except OSError:
+            return False
+        return b"supervise" in cmdline and str(self.root).encode() in cmdline
 
     def read_status(self) -> dict[str, Any]:
         try:
@@ -320,26 +330,43 @@ def next_steps(state: StateDir, status: dict[str, Any], seconds: float) -> str:
 def cmd_down(state: StateDir, quiet: bool = False) -> int:
     pid = state.supervisor_pid()
     if pid:
+        # It stops every part (each asked, then SIGKILLed after its timeout) before it exits.
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and state.supervisor_pid():
-            time.sleep(0.1)
-        if state.supervisor_pid():
-            os.kill(pid, signal.SIGKILL)  # its children die with it (PR_SET_PDEATHSIG)
-    # Anything still running from this stack's directory (a crash left it behind) goes too.
+        if not _poll(lambda: not state.is_supervisor(pid), DOWN_TIMEOUT):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # its children die with it (PR_SET_PDEATHSIG)
+            _poll(lambda: not state.is_supervisor(pid), 10)
+    # Anything still running from this stack's directory (a crash left it behind) goes too,
+    # including what a dying part forked while it was being stopped.
     marker = str(state.workdir)
-    for left in pids_mentioning(marker):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(left, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pids_mentioning(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
+
+    def swept() -> bool:
+        left = pids_mentioning(marker)
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        return not left
+
+    if not _poll(swept, 10):
+        left = describe_pids(pids_mentioning(marker))
+        print(f"processes still running after down: {left}", file=sys.stderr)
+        return 1
     shutil.rmtree(state.workdir, ignore_errors=True)
     for f in (state.env_file, state.status_file, state.pid_file):
         f.unlink(missing_ok=True)
     if not quiet:
         print("stopped" if pid else "nothing was running")
     return 0
+
+
+def _poll(done: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Whether ``done()`` became true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def print_status(state: StateDir) -> int:

@@ -194,3 +194,17 @@ def pids_mentioning(marker: str) -> list[int]:
         if state != "Z" and (marker in cmdline or cwd == marker or cwd.startswith(marker.rstrip("/") + "/")):
             found.append(int(entry.name))
     return found
+
+
+def describe_pids(pids: list[int]) -> str:
+    """``pid (state) command line`` of each, for a message about processes left behind."""
+    lines = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            lines.append(f"{pid} (gone)")
+            continue
+        lines.append(f"{pid} ({state}) {cmdline.strip()[:200]}")
+    return "; ".join(lines)

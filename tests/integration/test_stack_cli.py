@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from payflow.devstack.cli import invoke
-from payflow.devstack.process import pids_mentioning
+from payflow.devstack.process import describe_pids, pids_mentioning
 from tests.support import wait_for
 
 
@@ -68,5 +68,38 @@ def test_up_env_readyz_restart_and_down(state_dir: Path) -> None:
     down = invoke(state_dir, "down")
     assert down.returncode == 0
     assert down.stdout.strip() == "stopped"
-    assert not pids_mentioning(str(state_dir))
+    left = pids_mentioning(str(state_dir))
+    assert not left, f"processes left after down: {describe_pids(left)}"
     assert invoke(state_dir, "status").returncode == 3
+
+
+def test_down_returns_only_after_the_supervisor_has_exited(state_dir: Path) -> None:
+    """The supervisor removes its pid file before it exits (the interpreter still winds down
+    after that); `down` must not return while the process lives. This stand-in, which names
+    itself like the real one, takes a second from its pid file going to its exit."""
+    state_dir.mkdir()
+    pid_file = state_dir / "supervisor.pid"
+    lingering = (
+        "import os, signal, sys, time\n"
+        "def stop(*_):\n"
+        f"    os.unlink({str(pid_file)!r})\n"
+        "    time.sleep(1.0)  # the wind-down under test\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "while True:\n"
+        "    signal.pause()\n"
+    )
+    supervisor = subprocess.Popen(
+        ["python3", "-c", lingering, "--state-dir", str(state_dir), "supervise"], start_new_session=True
+    )
+    try:
+        wait_for(pid_file.exists, timeout=10, what="the stand-in supervisor's pid file")
+        down = invoke(state_dir, "down")
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == "stopped"
+        left = pids_mentioning(str(state_dir))  # the stand-in, once exited, is a zombie: not listed
+        assert not left, f"down returned while the supervisor runs: {describe_pids(left)}"
+    finally:
+        supervisor.kill()
+        supervisor.wait()

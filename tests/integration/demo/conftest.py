@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from payflow.devstack.cli import invoke
-from payflow.devstack.process import pids_mentioning
+from payflow.devstack.process import describe_pids, pids_mentioning
 
 
 @dataclass
@@ -65,5 +65,5 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
         down = invoke(state, "down")
         assert down.returncode == 0, down.stderr
         left = pids_mentioning(str(state))
-        assert not left, f"processes left after down: {left}"
+        assert not left, f"processes left after down: {describe_pids(left)}"
         assert os.path.exists(state / "supervisor.log")
