@@ -495,6 +495,16 @@ def crd_faults_schema() -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for fault in FAULTS:
         params = {p.key: _param_schema(p, for_incident=True) for p in fault.params}
+        for p in fault.params:
+            if p.type is float and not float(p.minimum).is_integer():
+                # The API server checks a whole-number value against the minimum truncated to an
+                # integer (`cores: 0` passes `minimum: 0.1`); CEL compares the numbers as they are.
+                params[p.key]["x-kubernetes-validations"] = [
+                    {
+                        "rule": f"self >= {p.minimum!r}",
+                        "message": f"spec.faults.{fault.name}.{p.key} must be at least {p.minimum} {p.unit}",
+                    }
+                ]
         schema: dict[str, Any] = {
             "type": "object",
             "description": f"{fault.summary} Symptom: {fault.symptom}.",

@@ -52,6 +52,9 @@ CASES = [
         "spec.faults.errorRate.ratio",
     ),
     ("CPU burn above 4 cores", _with("spec.faults", {"cpuBurn": {"cores": 8}}), "spec.faults.cpuBurn.cores"),
+    # A whole number below a fractional minimum: the schema's own check truncates the minimum
+    # (0.1 becomes 0) for integer values, so this one is the CRD's CEL rule (found by the fuzzer).
+    ("CPU burn of 0 cores", _with("spec.faults", {"cpuBurn": {"cores": 0}}), "spec.faults.cpuBurn.cores"),
     ("unknown fault", _with("spec.faults", {"diskFull": {}}), "spec.faults.diskFull"),
     (
         "unknown parameter",

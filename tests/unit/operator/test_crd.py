@@ -49,6 +49,17 @@ def test_faults_schema_is_the_vocabularys() -> None:
     assert schema["required"] == ["target", "faults"]
 
 
+def test_a_fractional_minimum_is_also_a_cel_rule() -> None:
+    """The API server truncates a number's minimum for a whole-number value (0 passes 0.1);
+    each such parameter carries a CEL rule with the real bound."""
+    faults = vocab.crd_faults_schema()["properties"]
+    fractional = [(f.name, p) for f in vocab.FAULTS for p in f.params if not float(p.minimum).is_integer()]
+    assert fractional, "the vocabulary has a fractional minimum (cpuBurn.cores)"
+    for name, p in fractional:
+        rules = faults[name]["properties"][p.key]["x-kubernetes-validations"]
+        assert [r["rule"] for r in rules] == [f"self >= {p.minimum!r}"]
+
+
 def test_printer_columns_read_explicit_fields() -> None:
     columns = {c["name"]: c["jsonPath"] for c in _version()["additionalPrinterColumns"]}
     assert columns == {
