@@ -79,17 +79,22 @@ def test_no_container_can_escalate_run_as_root_or_go_unbounded(which: str) -> No
     assert findings == []
 
 
-def test_the_database_password_lives_only_in_its_secret() -> None:
+SECRET_ENV = {"DATABASE_URL", "POSTGRES_PASSWORD", "REDIS_URL", "REDIS_PASSWORD", "REDISCLI_AUTH"}
+
+
+def test_the_store_passwords_live_only_in_their_secrets() -> None:
     manifests = render(values=ALL_OPTIONS)
-    (secret,) = find(manifests, "Secret")
-    password = base64.b64decode(secret["data"]["password"]).decode()
-    assert len(password) >= 32
-    others = [m for m in manifests if m is not secret]
-    assert password not in json.dumps(others)  # not in an env value, an annotation, a ConfigMap
+    secrets = find(manifests, "Secret")
+    assert sorted(s["metadata"]["name"] for s in secrets) == ["payflow-postgresql", "payflow-redis"]
+    for secret in secrets:
+        password = base64.b64decode(secret["data"]["password"]).decode()
+        assert len(password) >= 32
+        others = [m for m in manifests if m is not secret]
+        assert password not in json.dumps(others)  # not in an env value, an annotation, a ConfigMap
     for _, spec in pod_specs(manifests):
         for c in spec["containers"]:
             for env in c.get("env") or []:
-                if env["name"] in {"DATABASE_URL", "POSTGRES_PASSWORD"}:
+                if env["name"] in SECRET_ENV:
                     assert "secretKeyRef" in env.get("valueFrom", {}), (c["name"], env["name"])
 
 

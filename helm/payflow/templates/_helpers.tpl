@@ -98,11 +98,33 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{- define "payflow.redisUrl" -}}
-{{- if .Values.redis.enabled }}
-{{- printf "redis://%s:6379/0" (include "payflow.componentName" (list . "redis")) }}
+{{/* The password of the Secret (list ctx name): the one it holds already (an upgrade), else a
+new random one (the first install). */}}
+{{- define "payflow.keptPassword" -}}
+{{- $ctx := index . 0 }}
+{{- $existing := lookup "v1" "Secret" $ctx.Release.Namespace (index . 1) }}
+{{- if and $existing (hasKey ($existing.data | default dict) "password") }}
+{{- index $existing.data "password" | b64dec }}
 {{- else }}
-{{- required "redis: set redis.externalUrl or redis.enabled=true" .Values.redis.externalUrl }}
+{{- randAlphaNum 32 }}
+{{- end }}
+{{- end }}
+
+{{/* The app's REDIS_URL: from the chart's Redis Secret (with its password), from an existing
+Secret, or a plain externalUrl (one without a password). */}}
+{{- define "payflow.redisUrlEnv" -}}
+{{- if .Values.redis.enabled }}
+valueFrom:
+  secretKeyRef:
+    name: {{ include "payflow.componentName" (list . "redis") }}
+    key: redis-url
+{{- else if .Values.redis.existingSecret }}
+valueFrom:
+  secretKeyRef:
+    name: {{ .Values.redis.existingSecret }}
+    key: {{ .Values.redis.existingSecretKey }}
+{{- else }}
+value: {{ required "redis: set redis.existingSecret, redis.externalUrl or redis.enabled=true" .Values.redis.externalUrl | quote }}
 {{- end }}
 {{- end }}
 

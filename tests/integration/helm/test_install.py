@@ -43,6 +43,10 @@ def test_install_creates_every_object(installed: Release, kubectl: Kubectl) -> N
     manifests = installed.manifests()
     kinds = {m["kind"] for m in manifests}
     assert {"Deployment", "StatefulSet", "Service", "Secret", "ConfigMap", "Role", "ClusterRole"} <= kinds
+    # One NetworkPolicy per data store, named like its workload (the loop below checks it exists).
+    assert sorted(m["metadata"]["name"] for m in manifests if m["kind"] == "NetworkPolicy") == sorted(
+        installed.workload(store)["metadata"]["name"] for store in ("postgresql", "redis")
+    )
     for m in manifests:
         kind, name = m["kind"], m["metadata"]["name"]
         body = installed.get(kind, name, namespaced=kind not in CLUSTER_SCOPED)
@@ -79,10 +83,14 @@ def test_install_creates_every_object(installed: Release, kubectl: Kubectl) -> N
     )
 
 
-def _password(release: Release) -> str:
-    secret = release.get("secret", release.workload("postgresql")["metadata"]["name"])
-    assert secret is not None
-    return base64.b64decode(secret["data"]["password"]).decode()
+def _passwords(release: Release) -> dict[str, str]:
+    """The generated PostgreSQL and Redis passwords, from their Secrets."""
+    found = {}
+    for component in ("postgresql", "redis"):
+        secret = release.get("secret", release.workload(component)["metadata"]["name"])
+        assert secret is not None
+        found[component] = base64.b64decode(secret["data"]["password"]).decode()
+    return found
 
 
 def _app_replicasets(release: Release, kubectl: Kubectl) -> dict[str, str]:
@@ -103,7 +111,7 @@ def _app_version(release: Release) -> str:
 
 
 def test_the_seeds_bad_deploy_and_rollback(fresh_release: Release, kubectl: Kubectl) -> None:
-    password = _password(fresh_release)
+    passwords = _passwords(fresh_release)
     assert not FaultSet.from_env(fresh_release.faults_configmap())
     wait_for(lambda: len(_app_replicasets(fresh_release, kubectl)) == 1, 30, "the first ReplicaSet")
     good = _app_version(fresh_release)
@@ -120,13 +128,13 @@ def test_the_seeds_bad_deploy_and_rollback(fresh_release: Release, kubectl: Kube
     versions = wait_for(two_replicasets, 30, "a new ReplicaSet")
     assert set(versions.values()) == {good, _app_version(fresh_release)}
     assert _app_version(fresh_release) != good
-    assert _password(fresh_release) == password  # the database keeps its password across upgrades
+    assert _passwords(fresh_release) == passwords  # both stores keep their passwords across upgrades
 
     fresh_release.upgrade([VALUES_FILES["lkg"]])
 
     assert not FaultSet.from_env(fresh_release.faults_configmap())
     assert _app_version(fresh_release) == good
-    assert _password(fresh_release) == password
+    assert _passwords(fresh_release) == passwords
 
 
 def test_uninstall_removes_every_object_but_the_crd(fresh_release: Release) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +28,7 @@ ALL_OPTIONS: dict[str, Any] = {
     "loadgen": {"enabled": True},
     "serviceMonitor": {"enabled": True},
     "operator": {"watchNamespaces": ["demo", "shop"]},
+    "networkPolicy": {"enabled": True},  # the default; here so that the list stays complete
 }
 
 
@@ -156,3 +159,31 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 def hook(manifest: Manifest) -> str | None:
     annotations: dict[str, str] = manifest["metadata"].get("annotations") or {}
     return annotations.get("helm.sh/hook")
+
+
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """The kubelet's expansion of ``$(VAR)`` in env values, command and args: a defined
+    variable is replaced, ``$$`` is a literal ``$``, an undefined reference stays as written."""
+
+    def one_ref(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR_REF.sub(one_ref, text)
+
+
+def container_env(container: Mapping[str, Any], manifests: Sequence[Manifest]) -> dict[str, str]:
+    """A container's ``env`` as the kubelet builds it, with Secret references read from the
+    rendered Secrets (each entry may refer to the ones before it)."""
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = expand(item["value"], env)
+        elif ref := (item.get("valueFrom") or {}).get("secretKeyRef"):
+            data = one(manifests, "Secret", ref["name"])["data"]
+            env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+    return env

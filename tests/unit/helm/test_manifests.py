@@ -12,6 +12,8 @@ from tests.unit.helm.chart import (
     REPO,
     VALUES_FILES,
     Manifest,
+    container_env,
+    expand,
     find,
     hook,
     one,
@@ -135,7 +137,7 @@ def test_the_app_deployment_keeps_the_contract(everything: list[Manifest]) -> No
     assert c["envFrom"] == [{"configMapRef": {"name": naming.faults_configmap_name("payflow")}}]
     env = {e["name"]: e for e in c["env"]}
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
-    assert env["REDIS_URL"]["value"].startswith("redis://")
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"]
     assert env["PAYFLOW_RELEASE"]["value"] == "payflow"
     assert env["PAYFLOW_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert {"/tmp"} <= {m["mountPath"] for m in c["volumeMounts"]}
@@ -158,6 +160,24 @@ def test_the_database_url_secret_points_at_the_charts_postgresql(everything: lis
     statefulset = one(everything, "StatefulSet")
     assert url == f"postgresql://payflow:{password}@{statefulset['spec']['serviceName']}:5432/payflow"
     assert len(password) >= 32
+
+
+def test_the_redis_url_secret_carries_the_password_redis_asks_for(everything: list[Manifest]) -> None:
+    app = _app(everything)["spec"]["template"]["spec"]["containers"][0]
+    redis = next(
+        m
+        for m in find(everything, "Deployment")
+        if m["metadata"]["labels"][naming.COMPONENT_LABEL] == "redis"
+    )
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    env = container_env(container, everything)
+    password = env["REDIS_PASSWORD"]
+    assert len(password) >= 32
+    assert env["REDISCLI_AUTH"] == password  # the readiness probe's redis-cli
+    assert [expand(a, env) for a in container["args"]][-2:] == ["--requirepass", password]
+    service = one(everything, "Service", redis["metadata"]["name"])
+    host = service["metadata"]["name"]
+    assert container_env(app, everything)["REDIS_URL"] == f"redis://:{password}@{host}:6379/0"
 
 
 def test_the_app_may_only_read_and_watch_its_faults_configmap(everything: list[Manifest]) -> None:
@@ -317,6 +337,101 @@ def test_the_loadgen_targets_the_app_service(everything: list[Manifest]) -> None
     assert command[:3] == ["payflow-loadgen", "--target", "http://payflow:80"]
     monitor = one(everything, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+# --- network policies -------------------------------------------------------------------------
+
+# The chart's data stores: component -> (workload kind, port).
+STORES = {"postgresql": ("StatefulSet", 5432), "redis": ("Deployment", 6379)}
+EXTERNAL_POSTGRESQL = {"postgresql": {"enabled": False}, "database": {"existingSecret": "x"}}
+EXTERNAL_REDIS = {"redis": {"enabled": False, "externalUrl": "redis://h:6379/0"}}
+
+
+def _pod_labels(manifests: list[Manifest]) -> dict[str, dict[str, str]]:
+    """Each pod template's (or bare Pod's) labels, by "Kind/name" of its owner."""
+    out = {}
+    for owner, _ in pod_specs(manifests):
+        meta = owner["metadata"] if owner["kind"] == "Pod" else owner["spec"]["template"]["metadata"]
+        out[f"{owner['kind']}/{owner['metadata']['name']}"] = meta["labels"]
+    return out
+
+
+def _selected(match_labels: dict[str, str], manifests: list[Manifest]) -> list[str]:
+    return sorted(
+        where for where, labels in _pod_labels(manifests).items() if match_labels.items() <= labels.items()
+    )
+
+
+@pytest.mark.parametrize("which", ["default", "all-options"])
+def test_only_the_app_may_reach_postgresql_and_redis(which: str) -> None:
+    manifests = render(values=ALL_OPTIONS) if which == "all-options" else render()
+    assert sorted(p["metadata"]["name"] for p in find(manifests, "NetworkPolicy")) == [
+        "payflow-postgresql",
+        "payflow-redis",
+    ]
+    app = _app(manifests)
+    for component, (kind, port) in STORES.items():
+        (store,) = [
+            m for m in find(manifests, kind) if m["metadata"]["labels"][naming.COMPONENT_LABEL] == component
+        ]
+        policy = one(manifests, "NetworkPolicy", f"payflow-{component}")
+        spec = policy["spec"]
+        # It selects this store's pods and no other pod of the release.
+        assert _selected(spec["podSelector"]["matchLabels"], manifests) == [
+            f"{kind}/{store['metadata']['name']}"
+        ]
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]
+        # One peer, a podSelector alone (so the policy's namespace only), selecting the app's pods:
+        # not the operator's, the load generator's, the hooks' or the other store's.
+        (peer,) = rule["from"]
+        assert set(peer) == {"podSelector"}
+        assert _selected(peer["podSelector"]["matchLabels"], manifests) == [
+            f"Deployment/{app['metadata']['name']}"
+        ]
+        assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+        (container,) = store["spec"]["template"]["spec"]["containers"]
+        assert port in {p["containerPort"] for p in container["ports"]}
+    if which == "all-options":
+        for other in ("payflow-operator", "payflow-loadgen"):
+            labels = one(manifests, "Deployment", other)["spec"]["template"]["metadata"]["labels"]
+            for policy in find(manifests, "NetworkPolicy"):
+                (peer,) = policy["spec"]["ingress"][0]["from"]
+                assert not peer["podSelector"]["matchLabels"].items() <= labels.items(), other
+
+
+def test_network_policies_can_be_switched_off() -> None:
+    assert not find(render(values={"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (EXTERNAL_POSTGRESQL, ["payflow-redis"]),
+        (EXTERNAL_REDIS, ["payflow-postgresql"]),
+        ({**EXTERNAL_POSTGRESQL, **EXTERNAL_REDIS}, []),
+    ],
+    ids=["external-postgresql", "external-redis", "both-external"],
+)
+def test_no_network_policy_for_a_store_the_chart_does_not_run(
+    values: dict[str, object], expected: list[str]
+) -> None:
+    manifests = render(values=values)
+    assert sorted(p["metadata"]["name"] for p in find(manifests, "NetworkPolicy")) == expected
+
+
+def test_extra_ingress_peers_are_allowed_into_both_stores() -> None:
+    extra = [
+        {"podSelector": {"matchLabels": {"app": "backup"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    manifests = render(values={"networkPolicy": {"extraIngressFrom": extra}})
+    policies = find(manifests, "NetworkPolicy")
+    assert len(policies) == 2
+    app_labels = _app(manifests)["spec"]["selector"]["matchLabels"]
+    for policy in policies:
+        (rule,) = policy["spec"]["ingress"]
+        assert rule["from"] == [{"podSelector": {"matchLabels": app_labels}}, *extra]
 
 
 # --- the CRD ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.helm.chart import CHART, VALUES_FILES, helm, template_text
+from tests.unit.helm.chart import CHART, VALUES_FILES, find, helm, render, template_text
 
 # Each file's first line says what the refusal must name: "# refused, naming: <text>".
 BAD_VALUES_DIR = Path(__file__).parent / "bad-values"
@@ -42,6 +42,19 @@ def test_an_external_database_and_redis_are_accepted() -> None:
     assert "kind: StatefulSet" not in text
     assert "name: shop-db" in text
     assert "redis://cache.shop:6379/0" in text
+    assert "name: payflow-redis" not in text  # no Redis Deployment, Service or Secret of the chart
+
+
+def test_an_external_redis_from_a_secret_is_accepted() -> None:
+    values = {"redis": {"enabled": False, "existingSecret": "shop-cache", "existingSecretKey": "url"}}
+    manifests = render(values=values)
+    (app,) = [d for d in find(manifests, "Deployment") if d["metadata"]["name"] == "payflow"]
+    env = {e["name"]: e for e in app["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"] == {
+        "name": "REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "shop-cache", "key": "url"}},
+    }
+    assert not [m for m in manifests if m["metadata"]["name"] == "payflow-redis"]
 
 
 @pytest.mark.parametrize("which", VALUES_FILES)
