@@ -42,14 +42,13 @@ class NewTransaction:
 
 # One round trip, one database transaction: the row (under its unique Idempotency-Key) and its two
 # events. Public so that bench/api.py's fair baseline performs exactly these writes.
-# Only the constant column list is interpolated; every value is a parameter.
-INSERT_TRANSACTION = f"""
-WITH tx AS (
-    INSERT INTO transactions (idempotency_key, request_hash, amount, currency, merchant_ref,
-                              customer_ref, card_token, description, status, decline_reason, decided_at)
-    VALUES (%(key)s, %(hash)s, %(amount)s, %(currency)s, %(merchant)s, %(customer)s, %(token)s,
-            %(description)s, %(status)s, %(reason)s, clock_timestamp())
-    ON CONFLICT (idempotency_key) DO NOTHING
+# Only constant SQL is interpolated; every value is a parameter.
+_INSERT_INTO = """INSERT INTO transactions (idempotency_key, request_hash, amount, currency, merchant_ref,
+                              customer_ref, card_token, description, status, decline_reason, decided_at)"""
+
+# What follows the new rows in both inserts: a replayed key writes nothing; each new row gets
+# its two events (pending, then the decision) in the same statement, and comes back.
+_THEN_EVENTS = f"""ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING {_COLUMNS}
 ), events AS (
     INSERT INTO transaction_events (transaction_id, status, reason, at)
@@ -59,6 +58,13 @@ WITH tx AS (
 )
 SELECT {_COLUMNS} FROM tx
 """  # noqa: S608
+
+INSERT_TRANSACTION = f"""
+WITH tx AS (
+    {_INSERT_INTO}
+    VALUES (%(key)s, %(hash)s, %(amount)s, %(currency)s, %(merchant)s, %(customer)s, %(token)s,
+            %(description)s, %(status)s, %(reason)s, clock_timestamp())
+    {_THEN_EVENTS}"""
 
 
 # The same writes for several transactions in one statement (see payflow.app.writer): the rows
@@ -72,21 +78,11 @@ WITH input AS (
         WITH ORDINALITY AS i (key, hash, amount, currency, merchant, customer, token, description,
                               status, reason, n)
 ), tx AS (
-    INSERT INTO transactions (idempotency_key, request_hash, amount, currency, merchant_ref,
-                              customer_ref, card_token, description, status, decline_reason, decided_at)
+    {_INSERT_INTO}
     SELECT key, hash, amount, currency, merchant, customer, token, description, status, reason,
            clock_timestamp()
     FROM input ORDER BY key, n  -- key order: concurrent statements lock shared keys alike
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING {_COLUMNS}
-), events AS (
-    INSERT INTO transaction_events (transaction_id, status, reason, at)
-    SELECT id, 'pending', NULL, created_at FROM tx
-    UNION ALL
-    SELECT id, status, decline_reason, decided_at FROM tx
-)
-SELECT {_COLUMNS} FROM tx
-"""  # noqa: S608
+    {_THEN_EVENTS}"""  # noqa: S608
 
 
 async def insert_transactions(conn: Conn, batch: list[NewTransaction]) -> dict[str, Row]:
