@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -83,17 +84,23 @@ def start_app(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Sta
         s.stop()
 
 
+def in_process_settings(postgres_url: str, redis_url: str, **overrides: Any) -> Settings:
+    """Settings of an in-process app: its own release (so its own cache keys), no ConfigMap
+    watch, no fault."""
+    fields: dict[str, Any] = {
+        "database_url": postgres_url,
+        "redis_url": redis_url,
+        "release": f"r{uuid.uuid4().hex[:8]}",
+        "watch_faults": False,
+        "fault_env": {},
+    }
+    return Settings(**{**fields, **overrides})
+
+
 @pytest.fixture
 async def asgi_client(postgres_url: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process (lifespan included) behind httpx's ASGI transport."""
-    settings = Settings(
-        database_url=postgres_url,
-        redis_url=redis_url,
-        release=f"r{uuid.uuid4().hex[:8]}",
-        watch_faults=False,
-        fault_env={},
-    )
-    app = create_app(settings)
+    app = create_app(in_process_settings(postgres_url, redis_url))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://payflow.test") as client:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from payflow.app.main import create_app
-from payflow.app.settings import Settings
+from tests.integration.app.conftest import in_process_settings
 
 GOOD: dict[str, Any] = {
     "amount": "12.50",
@@ -229,14 +229,8 @@ async def test_stats_are_cached_and_openapi_is_served(asgi_client: httpx.AsyncCl
 async def test_stats_refreshing_serve_the_expired_copy_instead_of_queueing(
     postgres_url: str, redis_url: str
 ) -> None:
-    settings = Settings(
-        database_url=postgres_url,
-        redis_url=redis_url,
-        release=f"r{uuid.uuid4().hex[:8]}",
-        watch_faults=False,
-        fault_env={},
-        stats_local_ttl_s=0,  # the replica's copy expires at once: the next request refreshes it
-    )
+    # The replica's copy expires at once: the next request refreshes it.
+    settings = in_process_settings(postgres_url, redis_url, stats_local_ttl_s=0)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
