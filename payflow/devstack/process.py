@@ -177,6 +177,13 @@ def install_signal_guard() -> None:
     _guard_installed = True
 
 
+def _proc(pid: int | str) -> tuple[str, str]:
+    """A process's command line (arguments joined by spaces) and state letter, from /proc."""
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return cmdline, state
+
+
 def pids_mentioning(marker: str) -> list[int]:
     """PIDs of live processes whose command line contains ``marker`` or whose working
     directory is below it (PostgreSQL's backends name no path, but work in their data
@@ -186,8 +193,7 @@ def pids_mentioning(marker: str) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline, state = _proc(entry.name)
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
@@ -201,8 +207,7 @@ def describe_pids(pids: list[int]) -> str:
     lines = []
     for pid in pids:
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline, state = _proc(pid)
         except OSError:
             lines.append(f"{pid} (gone)")
             continue
