@@ -132,7 +132,7 @@ FUZZ_REPORT            ?= .payflow/fuzz-report.json
 
 fuzz: tools ## schemathesis on the app's OpenAPI, generated incidents on the operator; figures in .payflow/fuzz-report.json
 	@mkdir -p $(dir $(FUZZ_REPORT)) && rm -f $(FUZZ_REPORT)
-	PAYFLOW_FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) PAYFLOW_FUZZ_INCIDENT_EXAMPLES=$(FUZZ_INCIDENT_EXAMPLES) \
+	PAYFLOW_FUZZ_EXPLORE=1 PAYFLOW_FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) PAYFLOW_FUZZ_INCIDENT_EXAMPLES=$(FUZZ_INCIDENT_EXAMPLES) \
 	  PAYFLOW_FUZZ_SCHEMA_EXAMPLES=$(FUZZ_SCHEMA_EXAMPLES) \
 	  PAYFLOW_FUZZ_REPORT=$(CURDIR)/$(FUZZ_REPORT) $(VENV)/bin/pytest tests/fuzz --timeout 900 $(PYTEST_ARGS)
 	@cat $(FUZZ_REPORT)
