@@ -327,12 +327,12 @@ def next_steps(state: StateDir, status: dict[str, Any], seconds: float) -> str:
     )
 
 
-def cmd_down(state: StateDir, quiet: bool = False) -> int:
+def cmd_down(state: StateDir, quiet: bool = False, timeout: float = DOWN_TIMEOUT) -> int:
     pid = state.supervisor_pid()
     if pid:
         # It stops every part (each asked, then SIGKILLed after its timeout) before it exits.
         os.kill(pid, signal.SIGTERM)
-        if not _poll(lambda: not state.is_supervisor(pid), DOWN_TIMEOUT):
+        if not _poll(lambda: not state.is_supervisor(pid), timeout):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)  # its children die with it (PR_SET_PDEATHSIG)
             _poll(lambda: not state.is_supervisor(pid), 10)
@@ -412,7 +412,13 @@ def main(argv: list[str] | None = None) -> int:
             default=LOAD_RATE,
             help=f"demo load, requests/s (default {LOAD_RATE:g}; 0: none)",
         )
-    sub.add_parser("down")
+    down = sub.add_parser("down")
+    down.add_argument(
+        "--timeout",
+        type=float,
+        default=DOWN_TIMEOUT,
+        help=f"seconds the supervisor gets to stop everything before SIGKILL (default {DOWN_TIMEOUT:g})",
+    )
     sub.add_parser("status")
     sub.add_parser("env")
     args = parser.parse_args(argv)
@@ -425,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(state, components, demo=args.demo, load_rate=args.load_rate)
         return supervise(state, components, demo=args.demo, load_rate=args.load_rate)
     if args.cmd == "down":
-        return cmd_down(state)
+        return cmd_down(state, timeout=args.timeout)
     if args.cmd == "status":
         return print_status(state)
     if not state.env_file.exists():

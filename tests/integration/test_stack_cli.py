@@ -75,31 +75,34 @@ def test_up_env_readyz_restart_and_down(state_dir: Path) -> None:
 
 def test_down_returns_only_after_the_supervisor_has_exited(state_dir: Path) -> None:
     """The supervisor removes its pid file before it exits (the interpreter still winds down
-    after that); `down` must not return while the process lives. This stand-in, which names
-    itself like the real one, takes a second from its pid file going to its exit."""
+    after that); `down` must wait for the process, not the file. This stand-in, which names
+    itself like the real one, removes its pid file on SIGTERM and then hangs (it reads a pipe
+    nobody writes to): `down` must outwait it and SIGKILL it, and leave nothing behind."""
     state_dir.mkdir()
     pid_file = state_dir / "supervisor.pid"
-    lingering = (
-        "import os, signal, sys, time\n"
+    hanging = (
+        "import os, signal, sys\n"
         "def stop(*_):\n"
         f"    os.unlink({str(pid_file)!r})\n"
-        "    time.sleep(1.0)  # the wind-down under test\n"
-        "    sys.exit(0)\n"
+        "    sys.stdin.read()  # a wind-down that never ends\n"
         "signal.signal(signal.SIGTERM, stop)\n"
         f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
         "while True:\n"
         "    signal.pause()\n"
     )
     supervisor = subprocess.Popen(
-        ["python3", "-c", lingering, "--state-dir", str(state_dir), "supervise"], start_new_session=True
+        ["python3", "-c", hanging, "--state-dir", str(state_dir), "supervise"],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         wait_for(pid_file.exists, timeout=10, what="the stand-in supervisor's pid file")
-        down = invoke(state_dir, "down")
+        down = invoke(state_dir, "down", "--timeout", "2")
         assert down.returncode == 0, down.stderr
         assert down.stdout.strip() == "stopped"
-        left = pids_mentioning(str(state_dir))  # the stand-in, once exited, is a zombie: not listed
+        left = pids_mentioning(str(state_dir))  # the stand-in, once dead, is a zombie: not listed
         assert not left, f"down returned while the supervisor runs: {describe_pids(left)}"
+        assert supervisor.wait(timeout=5) == -signal.SIGKILL  # outwaited, then killed
     finally:
         supervisor.kill()
         supervisor.wait()
