@@ -18,16 +18,7 @@ import redis
 
 from payflow.devstack import tools
 from payflow.devstack.process import Process, free_port
-from tests.unit.helm.chart import Manifest, container_env, expand, find, render
-
-
-def _component(manifests: list[Manifest], kind: str, component: str) -> Manifest:
-    (found,) = [
-        m
-        for m in find(manifests, kind)
-        if m["metadata"]["labels"].get("app.kubernetes.io/component") == component
-    ]
-    return found
+from tests.unit.helm.chart import Manifest, container_env, expand, of_component, render
 
 
 def _cli(argv: list[str], env: dict[str, str]) -> str:
@@ -43,7 +34,7 @@ def manifests() -> list[Manifest]:
 @pytest.fixture
 def chart_redis(manifests: list[Manifest], tmp_path: Path) -> Any:
     """The chart's Redis container, run as the kubelet would (port and directory are ours)."""
-    container = _component(manifests, "Deployment", "redis")["spec"]["template"]["spec"]["containers"][0]
+    container = of_component(manifests, "Deployment", "redis")["spec"]["template"]["spec"]["containers"][0]
     env = container_env(container, manifests)
     args = [expand(a, env) for a in container["args"]]
     assert args[0] == "redis-server"
@@ -77,9 +68,9 @@ def test_the_charts_redis_wants_the_password_the_app_is_given(
     assert "NOAUTH" in _cli(probe, {})
 
     # The app's REDIS_URL points at the Service, with the password.
-    app = _component(manifests, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+    app = of_component(manifests, "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
     url = urlsplit(container_env(app, manifests)["REDIS_URL"])
-    service = _component(manifests, "Service", "redis")
+    service = of_component(manifests, "Service", "redis")
     assert (url.hostname, url.port) == (service["metadata"]["name"], service["spec"]["ports"][0]["port"])
     assert url.password == password
     local = urlunsplit(url._replace(netloc=f":{url.password}@127.0.0.1:{port}"))

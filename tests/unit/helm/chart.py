@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from payflow import naming
 from payflow.devstack import tools
 
 REPO = Path(__file__).resolve().parents[3]
@@ -127,6 +128,17 @@ def one(manifests: Sequence[Manifest], kind: str, name: str | None = None) -> Ma
     found = find(manifests, kind, name)
     assert len(found) == 1, (
         f"expected one {kind} {name or ''}, found {[m['metadata']['name'] for m in found]}"
+    )
+    return found[0]
+
+
+def of_component(manifests: Sequence[Manifest], kind: str, component: str) -> Manifest:
+    """The one ``kind`` object labelled ``app.kubernetes.io/component=component``."""
+    found = [
+        m for m in find(manifests, kind) if m["metadata"]["labels"].get(naming.COMPONENT_LABEL) == component
+    ]
+    assert len(found) == 1, (
+        f"expected one {kind} of {component}, found {[m['metadata']['name'] for m in found]}"
     )
     return found[0]
 

@@ -16,6 +16,7 @@ from tests.unit.helm.chart import (
     expand,
     find,
     hook,
+    of_component,
     one,
     pod_specs,
     render,
@@ -164,11 +165,7 @@ def test_the_database_url_secret_points_at_the_charts_postgresql(everything: lis
 
 def test_the_redis_url_secret_carries_the_password_redis_asks_for(everything: list[Manifest]) -> None:
     app = _app(everything)["spec"]["template"]["spec"]["containers"][0]
-    redis = next(
-        m
-        for m in find(everything, "Deployment")
-        if m["metadata"]["labels"][naming.COMPONENT_LABEL] == "redis"
-    )
+    redis = of_component(everything, "Deployment", "redis")
     (container,) = redis["spec"]["template"]["spec"]["containers"]
     env = container_env(container, everything)
     password = env["REDIS_PASSWORD"]
@@ -371,9 +368,7 @@ def test_only_the_app_may_reach_postgresql_and_redis(which: str) -> None:
     ]
     app = _app(manifests)
     for component, (kind, port) in STORES.items():
-        (store,) = [
-            m for m in find(manifests, kind) if m["metadata"]["labels"][naming.COMPONENT_LABEL] == component
-        ]
+        store = of_component(manifests, kind, component)
         policy = one(manifests, "NetworkPolicy", f"payflow-{component}")
         spec = policy["spec"]
         # It selects this store's pods and no other pod of the release.
