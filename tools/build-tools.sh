@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the Kubernetes control plane, etcd and helm from the Go modules into a cache outside
-# the repo, keyed by version. Idempotent: a binary already in the cache, or found in
+# Build the Kubernetes control plane and node (kubelet, kube-proxy, kube-scheduler), etcd, CoreDNS
+# and helm from the Go modules into a cache outside the repo, keyed by version. Idempotent: a binary already in the cache, or found in
 # $PAYFLOW_ASSETS / $KUBEBUILDER_ASSETS, is not rebuilt.
 #
 #   tools/build-tools.sh            build what is missing
@@ -16,9 +16,10 @@ cache_root=${PAYFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/payflow}
 k8s_dir=$cache_root/kubernetes-$KUBERNETES_VERSION
 etcd_dir=$cache_root/etcd-$ETCD_VERSION
 helm_dir=$cache_root/helm-$HELM_VERSION
+coredns_dir=$cache_root/coredns-$COREDNS_VERSION
 
 if [[ ${1:-} == --print ]]; then
-  printf 'kubernetes %s\netcd %s\nhelm %s\n' "$k8s_dir" "$etcd_dir" "$helm_dir"
+  printf 'kubernetes %s\netcd %s\nhelm %s\ncoredns %s\n' "$k8s_dir" "$etcd_dir" "$helm_dir" "$coredns_dir"
   exit 0
 fi
 
@@ -47,7 +48,7 @@ kubectl_on_path_compatible() {
 }
 
 build_kubernetes() {
-  local want=(kube-apiserver kube-controller-manager) missing=() b
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy) missing=() b
   if kubectl_on_path_compatible; then
     log "kubectl: using $(command -v kubectl) (within one minor version of $KUBERNETES_VERSION)"
   else
@@ -83,7 +84,10 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
     local upstream
@@ -138,6 +142,17 @@ build_helm() {
   "$helm_dir/helm" version --short >&2
 }
 
+# CoreDNS, the cluster's DNS on the local node (a process in the node's network namespace).
+build_coredns() {
+  if given coredns >/dev/null; then log "coredns: using $(given coredns)"; return; fi
+  [[ -x $coredns_dir/coredns ]] && { log "coredns $COREDNS_VERSION: cached in $coredns_dir"; return; }
+  log "coredns $COREDNS_VERSION: building (about 4 minutes the first time)"
+  mkdir -p "$coredns_dir"
+  GOBIN=$coredns_dir go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  "$coredns_dir/coredns" -version >&2
+}
+
 build_etcd
 build_helm
 build_kubernetes
+build_coredns

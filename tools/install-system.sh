@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the local stack needs, only those missing:
-# PostgreSQL and Redis servers, Chromium for the dashboard's browser test, and wrk, the HTTP load
-# of the API benchmark (bench/api.py).
+# PostgreSQL and Redis servers, Chromium for the dashboard's browser test, wrk, the HTTP load
+# of the API benchmark (bench/api.py), and the node's runtime: containerd, runc, the CNI plugins,
+# iptables and conntrack (kube-proxy), mmdebstrap and buildah (images without Docker), socat.
 set -euo pipefail
 
 need=()
@@ -12,9 +13,19 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v psql >/dev/null || need+=(postgresql-client)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 command -v wrk >/dev/null || need+=(wrk)
+# The local node (payflow/devstack/node.py).
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
+command -v conntrack >/dev/null || need+=(conntrack)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v buildah >/dev/null || need+=(buildah)
+command -v socat >/dev/null || need+=(socat)
+command -v nsenter >/dev/null || need+=(util-linux)
 
 if [[ ${#need[@]} -eq 0 ]]; then
-  echo "[tools] system packages: present (postgresql, redis-server, chromium, wrk)" >&2
+  echo "[tools] system packages: present (postgresql, redis-server, chromium, wrk, containerd, runc, cni, buildah)" >&2
   exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
@@ -26,6 +37,6 @@ echo "[tools] installing Debian packages: ${need[*]}" >&2
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the packaged services; the local stack runs its own on free ports.
-for svc in redis-server postgresql; do
+for svc in redis-server postgresql containerd; do
   $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
 done
