@@ -42,11 +42,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def _preexec(parent_pid: int | None, cgroups: Sequence[str]) -> Callable[[], None] | None:
+    """What the child does after fork, before exec: join ``cgroups`` (their ``cgroup.procs``
+    files), and with ``parent_pid``, ask for SIGKILL when that parent dies."""
+    if parent_pid is None and not cgroups:
+        return None
+
     def preexec() -> None:  # runs in the child, after fork, after any uid change
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
+        for procs in cgroups:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        if parent_pid is not None:
+            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                os._exit(1)
 
     return preexec
 
@@ -62,6 +71,10 @@ class Process:
     cwd: Path | None = None
     user: str | None = None
     die_with_parent: bool = True
+    # cgroup.procs files the child joins before it runs (the local node's cgroups).
+    cgroups: Sequence[str] = ()
+    # A pipe on its standard input, kept open by this process: the child sees EOF when we go.
+    stdin_pipe: bool = False
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started_at: float = 0.0
 
@@ -73,7 +86,7 @@ class Process:
         try:
             self.popen = subprocess.Popen(
                 list(self.argv),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self.stdin_pipe else subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(self.env) if self.env is not None else None,
@@ -82,7 +95,7 @@ class Process:
                 user=self.user,
                 group=self.user,
                 extra_groups=[] if self.user else None,
-                preexec_fn=_die_with_parent(os.getpid()) if self.die_with_parent else None,
+                preexec_fn=_preexec(os.getpid() if self.die_with_parent else None, self.cgroups),
             )
         finally:
             log.close()
@@ -145,6 +158,9 @@ class Process:
             os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
         with _live_lock:
             _live.discard(self)
 

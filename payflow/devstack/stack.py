@@ -1,9 +1,18 @@
 """The local stack: which processes, with which flags, started in which order.
 
-``LocalStack`` starts etcd, PostgreSQL and Redis together, then kube-apiserver once etcd
-answers, then kube-controller-manager once the API server is ready. Ports, passwords and
-certificates are chosen once and kept in ``<workdir>/stack.json``, so a component can be
-stopped and started again (by a test, or by the supervisor of ``make up``) as the same server.
+Two shapes:
+
+* **processes** (``ALL_COMPONENTS``, the fast tests): etcd, PostgreSQL and Redis together, then
+  kube-apiserver once etcd answers, then kube-controller-manager; all on the host's loopback.
+* **a node** (``NODE_COMPONENTS``, ``make demo`` and the e2e tests): the guard makes a network
+  namespace of the stack's own (nodeguard.py); etcd, the API server, the controller-manager,
+  the scheduler, containerd, the kubelet, kube-proxy and CoreDNS run inside it on the node's
+  address, in the stack's cgroups; the portal forwards the host's loopback into it. PostgreSQL
+  and Redis are then the chart's pods.
+
+Ports, passwords and certificates are chosen once and kept in ``<workdir>/stack.json``, so a
+component can be stopped and started again (by a test, or by the supervisor of ``make up``) as
+the same server.
 """
 
 from __future__ import annotations
@@ -17,29 +26,60 @@ import shutil
 import signal
 import socket
 import ssl
+import sys
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from payflow.devstack import tools
+from payflow.devstack import node, tools
 from payflow.devstack.pki import Pki
 from payflow.devstack.process import Process, ProcessFailedError, free_port
 
 ALL_COMPONENTS = ("etcd", "postgres", "redis", "kube-apiserver", "kube-controller-manager")
-_REQUIRES = {"kube-apiserver": ("etcd",), "kube-controller-manager": ("kube-apiserver",)}
+NODE_COMPONENTS = (
+    "netns",
+    "etcd",
+    "containerd",
+    "portal",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+)
+# Only on a node; any of them makes a stack a node (with the guard and the portal).
+_NODE_ONLY = {"netns", "containerd", "portal", "kube-scheduler", "kubelet", "kube-proxy", "coredns"}
+_REQUIRES = {
+    "kube-apiserver": ("etcd",),
+    "kube-controller-manager": ("kube-apiserver",),
+    "kube-scheduler": ("kube-apiserver",),
+    "kubelet": ("kube-apiserver", "containerd"),
+    "kube-proxy": ("kube-apiserver",),
+    "coredns": ("kube-apiserver",),
+}
 # Start order: each phase starts together, and waits for the phase before it.
-_PHASES = (("etcd", "postgres", "redis"), ("kube-apiserver",), ("kube-controller-manager",))
+_PHASES = (
+    ("netns",),
+    ("etcd", "postgres", "redis", "containerd", "portal"),
+    ("kube-apiserver",),
+    ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns"),
+)
 
-# The ports each component listens on (all on the stack's loopback host).
-PORTS = {
+# The host ports each component listens on (all on the stack's loopback host). On a node,
+# only the portal has any: the rest listen inside the node (node.NODE_PORTS).
+PORTS: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd", "etcd-peer"),
     "postgres": ("postgres",),
     "redis": ("redis",),
     "kube-apiserver": ("kube-apiserver",),
     "kube-controller-manager": ("kube-controller-manager",),
+    "portal": ("kube-apiserver", "app"),
 }
+# Inside the node's namespaces (nsenter), in its cgroups; the guard and the portal are not.
+_ON_HOST = {"netns", "portal"}
 
 # How each component is asked to stop (then SIGKILL after the timeout). PostgreSQL gets SIGINT,
 # its fast shutdown (the official image's STOPSIGNAL): SIGTERM is its smart shutdown, which waits
@@ -54,9 +94,15 @@ PG_USER = "postgres"
 def with_requirements(names: Iterable[str]) -> tuple[str, ...]:
     """``names`` plus everything they need, in start order."""
     wanted = set(names)
-    unknown = wanted - set(ALL_COMPONENTS)
+    known = set(ALL_COMPONENTS) | set(NODE_COMPONENTS)
+    unknown = wanted - known
     if unknown:
-        raise ValueError(f"unknown components {sorted(unknown)}; known: {', '.join(ALL_COMPONENTS)}")
+        raise ValueError(f"unknown components {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    if wanted & _NODE_ONLY:
+        wanted |= {"netns", "portal"}
+        if not wanted <= set(NODE_COMPONENTS):
+            extra = sorted(wanted - set(NODE_COMPONENTS))
+            raise ValueError(f"{', '.join(extra)} cannot run beside a node (the chart runs them as pods)")
     changed = True
     while changed:
         changed = False
@@ -85,8 +131,14 @@ class StackConfig:
         self.workdir = Path(self.workdir).resolve()
         self.components = with_requirements(self.components)
         for comp in self.components:
-            for port_name in PORTS[comp]:
+            if self.node and comp != "portal":
+                continue
+            for port_name in PORTS.get(comp, ()):
                 self.ports.setdefault(port_name, free_port(self.host))
+
+    @property
+    def node(self) -> bool:
+        return "netns" in self.components
 
     @property
     def state_file(self) -> Path:
@@ -127,6 +179,8 @@ class LocalStack:
         self.logs = self.workdir / "logs"
         self.processes: dict[str, Process] = {}
         self.timings: dict[str, float] = {}
+        self.layout = node.NodeLayout(self.workdir)
+        self._netns: node.NetnsRunner | None = None
 
     # --- what a client needs -------------------------------------------------------------
 
@@ -144,6 +198,35 @@ class LocalStack:
     @property
     def apiserver_url(self) -> str:
         return f"https://{self.host}:{self.port('kube-apiserver')}"
+
+    @property
+    def is_node(self) -> bool:
+        return self.config.node
+
+    def _bind(self, name: str) -> tuple[str, int]:
+        """Where component port ``name`` listens: inside the node, or on the host's loopback."""
+        if self.is_node:
+            return node.NODE_IP, node.NODE_PORTS[name]
+        return self.host, self.port(name)
+
+    @property
+    def guard(self) -> node.GuardInfo:
+        """The running node's guard (its PID, its cgroups); only on a node."""
+        return node.GuardInfo.load(self.layout.guard_state)
+
+    @property
+    def netns(self) -> node.NetnsRunner:
+        """Runs calls inside the node's network namespace (health checks, test clients)."""
+        pid = self.guard.pid
+        if self._netns is None or self._netns.pid != pid:
+            if self._netns is not None:
+                self._netns.close()
+            self._netns = node.NetnsRunner(pid)
+        return self._netns
+
+    def in_node(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the node's network and mount namespaces."""
+        return ["nsenter", f"--target={self.guard.pid}", "--net", "--mount", "--", *argv]
 
     @property
     def database_url(self) -> str:
@@ -206,6 +289,9 @@ class LocalStack:
     def stop(self) -> None:
         for name in reversed(self.config.components):
             self.stop_component(name)
+        if self._netns is not None:
+            self._netns.close()
+            self._netns = None
 
     def running(self, name: str) -> bool:
         proc = self.processes.get(name)
@@ -230,6 +316,11 @@ class LocalStack:
 
     def _launch(self, name: str) -> None:
         argv, user, env = getattr(self, "_argv_" + name.replace("-", "_"))()
+        cgroups: list[str] = []
+        if self.is_node and name != "netns":
+            cgroups = [f"{d}/cgroup.procs" for d in self.guard.cgroups]
+            if name not in _ON_HOST:
+                argv = self.in_node(argv)
         proc = Process(
             name=name,
             argv=argv,
@@ -237,13 +328,19 @@ class LocalStack:
             env=env,
             cwd=self.workdir,
             user=user,
-            die_with_parent=self.config.die_with_parent,
+            # The guard must outlive us: it is what takes the node down when we die.
+            die_with_parent=self.config.die_with_parent and name != "netns",
+            cgroups=cgroups,
+            stdin_pipe=name == "netns",
         )
         proc.start()
         self.processes[name] = proc
 
     def _wait_ready(self, name: str) -> float:
         check = getattr(self, "_ready_" + name.replace("-", "_"))
+        if self.is_node and name not in _ON_HOST:
+            inner = check
+            check = lambda: self.netns.call(inner, timeout=5)  # noqa: E731
         timeout = 60.0 if name.startswith("kube") else 30.0
         return self.processes[name].wait_ready(check, timeout=timeout)
 
@@ -253,8 +350,8 @@ class LocalStack:
     # etcd
 
     def _argv_etcd(self) -> tuple[list[str], str | None, dict[str, str] | None]:
-        h, p = self.host, self.config.ports
-        client, peer = f"http://{h}:{p['etcd']}", f"http://{h}:{p['etcd-peer']}"
+        (h, port), (_, peer_port) = self._bind("etcd"), self._bind("etcd-peer")
+        client, peer = f"http://{h}:{port}", f"http://{h}:{peer_port}"
         argv = [
             str(tools.find("etcd").path),
             "--name=payflow",
@@ -270,7 +367,8 @@ class LocalStack:
         return argv, None, None
 
     def _ready_etcd(self) -> bool:
-        url = f"http://{self.host}:{self.port('etcd')}/health"
+        h, port = self._bind("etcd")
+        url = f"http://{h}:{port}/health"
         with urllib.request.urlopen(url, timeout=1) as resp:
             return bool(json.load(resp).get("health") == "true")
 
@@ -399,6 +497,7 @@ class LocalStack:
             self.pki.generate(
                 [
                     self.host,
+                    node.NODE_IP,
                     "localhost",
                     "::1",
                     "kubernetes",
@@ -409,12 +508,24 @@ class LocalStack:
                 ]
             )
         self._write_kubeconfig(self.kubeconfig, "payflow-admin", self.pki.admin_cert, self.pki.admin_key)
+        if self.is_node:  # the node's own parts reach the API server at its address inside
+            h, port = self._bind("kube-apiserver")
+            self._write_kubeconfig(
+                self.layout.kubeconfig,
+                "payflow-admin",
+                self.pki.admin_cert,
+                self.pki.admin_key,
+                f"https://{h}:{port}",
+            )
 
-    def _write_kubeconfig(self, path: Path, user: str, cert: Path, key: Path) -> None:
+    def _write_kubeconfig(
+        self, path: Path, user: str, cert: Path, key: Path, server: str | None = None
+    ) -> None:
         def b64(p: Path) -> str:
             return base64.b64encode(p.read_bytes()).decode()
 
-        self._kubeconfig(path, user, {"client-certificate-data": b64(cert), "client-key-data": b64(key)})
+        creds = {"client-certificate-data": b64(cert), "client-key-data": b64(key)}
+        self._kubeconfig(path, user, creds, server=server)
 
     def write_token_kubeconfig(self, path: Path, token: str, namespace: str = "default") -> Path:
         """A kubeconfig that authenticates with ``token`` only (a ServiceAccount's, say)."""
@@ -422,7 +533,12 @@ class LocalStack:
         return path
 
     def _kubeconfig(
-        self, path: Path, user: str, credentials: dict[str, str], namespace: str = "default"
+        self,
+        path: Path,
+        user: str,
+        credentials: dict[str, str],
+        namespace: str = "default",
+        server: str | None = None,
     ) -> None:
         ca = base64.b64encode(self.pki.ca_cert.read_bytes()).decode()
         config = {
@@ -431,7 +547,7 @@ class LocalStack:
             "clusters": [
                 {
                     "name": "payflow-local",
-                    "cluster": {"server": self.apiserver_url, "certificate-authority-data": ca},
+                    "cluster": {"server": server or self.apiserver_url, "certificate-authority-data": ca},
                 }
             ],
             "users": [{"name": user, "user": credentials}],
@@ -448,12 +564,13 @@ class LocalStack:
 
     def _argv_kube_apiserver(self) -> tuple[list[str], str | None, dict[str, str] | None]:
         k = self.pki
+        (etcd_host, etcd_port), (h, port) = self._bind("etcd"), self._bind("kube-apiserver")
         argv = [
             str(tools.find("kube-apiserver").path),
-            f"--etcd-servers=http://{self.host}:{self.port('etcd')}",
-            f"--bind-address={self.host}",
-            f"--advertise-address={self.host}",
-            f"--secure-port={self.port('kube-apiserver')}",
+            f"--etcd-servers=http://{etcd_host}:{etcd_port}",
+            f"--bind-address={h}",
+            f"--advertise-address={h}",
+            f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'pki'}",
             f"--tls-cert-file={k.serving_cert}",
             f"--tls-private-key-file={k.serving_key}",
@@ -467,6 +584,12 @@ class LocalStack:
             "--profiling=false",
             "--v=1",
         ]
+        if self.is_node:  # logs, exec, port-forward and the kubelet's metrics go through it
+            argv += [
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-client-certificate={k.admin_cert}",
+                f"--kubelet-client-key={k.admin_key}",
+            ]
         return argv, None, None
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -475,23 +598,30 @@ class LocalStack:
         return ctx
 
     def _ready_kube_apiserver(self) -> bool:
-        with urllib.request.urlopen(  # noqa: S310 (our own loopback URL)
-            f"{self.apiserver_url}/readyz", timeout=2, context=self._ssl_context()
+        h, port = self._bind("kube-apiserver")
+        with urllib.request.urlopen(
+            f"https://{h}:{port}/readyz", timeout=2, context=self._ssl_context()
         ) as resp:
             return bool(resp.status == 200)
 
     # kube-controller-manager: so that Deployments make ReplicaSets (and namespaces get
     # their default ServiceAccount and kube-root-ca.crt). No nodes: pods stay Pending.
 
+    @property
+    def _component_kubeconfig(self) -> Path:
+        return self.layout.kubeconfig if self.is_node else self.kubeconfig
+
     def _argv_kube_controller_manager(self) -> tuple[list[str], str | None, dict[str, str] | None]:
         k = self.pki
+        kc = self._component_kubeconfig
+        h, port = self._bind("kube-controller-manager")
         argv = [
             str(tools.find("kube-controller-manager").path),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
-            f"--bind-address={self.host}",
-            f"--secure-port={self.port('kube-controller-manager')}",
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--bind-address={h}",
+            f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'kcm'}",
             "--leader-elect=false",
             f"--service-account-private-key-file={k.sa_key}",
@@ -503,13 +633,147 @@ class LocalStack:
         return argv, None, None
 
     def _ready_kube_controller_manager(self) -> bool:
+        return _healthz(*self._bind("kube-controller-manager"), tls=True)
+
+    # --- the node ---------------------------------------------------------------------------
+
+    def _argv_netns(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self.layout.guard_state.unlink(missing_ok=True)
+        argv = [
+            "unshare",
+            "--net",
+            "--mount",
+            "--propagation",
+            "slave",
+            "--",
+            sys.executable,
+            "-P",
+            "-m",
+            "payflow.devstack.nodeguard",
+            str(self.layout.root),
+            node.NODE_IP,
+            str(node.NODE_PREFIX),
+            node.SERVICE_CIDR,
+        ]
+        return argv, None, None
+
+    def _ready_netns(self) -> bool:
+        return self.guard.pid == self.processes["netns"].pid
+
+    def _after_netns(self) -> None:
+        node.write_configs(self.layout, self.pki.ca_cert, self.guard.cgroup_name)
+
+    def _prepare_containerd(self) -> None:
+        if not self.pki.exists():  # the kubelet's configuration names the CA
+            self._prepare_kube_apiserver()
+
+    def _argv_containerd(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        return ["containerd", "--config", str(self.layout.containerd_config)], None, None
+
+    def _ready_containerd(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(f"/proc/{self.guard.pid}/root{node.CONTAINERD_SOCKET}")  # the node's private /run
+        return True
+
+    def ctr(self, *args: str) -> list[str]:
+        """A ``ctr`` command line against the node's containerd, in the kubelet's image namespace."""
+        return self.in_node(["ctr", "--address", node.CONTAINERD_SOCKET, "--namespace", "k8s.io", *args])
+
+    def _argv_portal(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        targets = self.layout.portal_targets
+        if not targets.exists():
+            h, port = self._bind("kube-apiserver")
+            targets.write_text(json.dumps({"kube-apiserver": [h, port]}))
+        specs = [f"{name}={self.host}:{self.port(name)}" for name in PORTS["portal"]]
+        argv = [
+            sys.executable,
+            "-P",
+            "-m",
+            "payflow.devstack.portal",
+            str(self.guard.pid),
+            str(targets),
+            *specs,
+        ]
+        return argv, None, None
+
+    def _ready_portal(self) -> bool:
+        with socket.create_connection((self.host, self.port("kube-apiserver")), timeout=1):
+            return True
+
+    def forward(self, name: str, host: str, port: int) -> str:
+        """Point the portal's ``name`` listener at ``host:port`` inside the node; its URL."""
+        targets = self.layout.portal_targets
+        data = json.loads(targets.read_text())
+        data[name] = [host, port]
+        tmp = targets.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(targets)
+        return f"http://{self.host}:{self.port(name)}"
+
+    def _argv_kube_scheduler(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        kc = self._component_kubeconfig
+        h, port = self._bind("kube-scheduler")
+        argv = [
+            str(tools.find("kube-scheduler").path),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            f"--bind-address={h}",
+            f"--secure-port={port}",
+            f"--cert-dir={self.layout.root / 'scheduler'}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+        return argv, None, None
+
+    def _ready_kube_scheduler(self) -> bool:
+        return _healthz(*self._bind("kube-scheduler"), tls=True)
+
+    def _argv_kubelet(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        argv = [
+            str(tools.find("kubelet").path),
+            f"--config={self.layout.kubelet_config}",
+            f"--kubeconfig={self.layout.kubeconfig}",
+            f"--root-dir={self.layout.kubelet_dir}",
+            f"--cert-dir={self.layout.root / 'kubelet-pki'}",
+            f"--hostname-override={node.NODE_NAME}",
+            f"--node-ip={node.NODE_IP}",
+            "--v=1",
+        ]
+        return argv, None, None
+
+    def _ready_kubelet(self) -> bool:
+        return _healthz(*self._bind("kubelet-healthz"), tls=False)
+
+    def _argv_kube_proxy(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        argv = [str(tools.find("kube-proxy").path), f"--config={self.layout.kube_proxy_config}", "--v=1"]
+        return argv, None, None
+
+    def _ready_kube_proxy(self) -> bool:
+        return _healthz(*self._bind("kube-proxy-healthz"), tls=False)
+
+    def _argv_coredns(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        return [str(tools.find("coredns").path), "-conf", str(self.layout.corefile)], None, None
+
+    def _ready_coredns(self) -> bool:
+        h, port = self._bind("coredns-ready")
+        with urllib.request.urlopen(f"http://{h}:{port}/ready", timeout=2) as resp:
+            return bool(resp.status == 200)
+
+
+def _healthz(host: str, port: int, tls: bool) -> bool:
+    """``/healthz`` answers 200 (a self-signed serving certificate is fine: our own process)."""
+    ctx = None
+    if tls:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE  # its self-signed serving certificate; loopback only
-        with urllib.request.urlopen(
-            f"https://{self.host}:{self.port('kube-controller-manager')}/healthz", timeout=2, context=ctx
-        ) as resp:
-            return bool(resp.status == 200)
+        ctx.verify_mode = ssl.CERT_NONE
+    scheme = "https" if tls else "http"
+    with urllib.request.urlopen(f"{scheme}://{host}:{port}/healthz", timeout=2, context=ctx) as resp:  # noqa: S310
+        return bool(resp.status == 200)
 
 
 @contextlib.contextmanager

@@ -43,9 +43,13 @@ def _cache_dirs() -> dict[str, Path]:
     return {
         "kube-apiserver": k8s,
         "kube-controller-manager": k8s,
+        "kube-scheduler": k8s,
+        "kubelet": k8s,
+        "kube-proxy": k8s,
         "kubectl": k8s,
         "etcd": root / f"etcd-{v['ETCD_VERSION']}",
         "helm": root / f"helm-{v['HELM_VERSION']}",
+        "coredns": root / f"coredns-{v['COREDNS_VERSION']}",
     }
 
 
