@@ -322,10 +322,12 @@ def test_the_test_hook_calls_health_and_stats(everything: list[Manifest]) -> Non
     assert "http://payflow:80" in script
 
 
-def test_optional_parts_are_off_by_default() -> None:
-    kinds = {m["kind"] for m in render()}
-    assert "ServiceMonitor" not in kinds
-    assert not [m for m in render() if m["metadata"]["name"].endswith("-loadgen")]
+def test_optional_parts_are_off_by_default_and_the_load_is_on() -> None:
+    manifests = render()
+    assert "ServiceMonitor" not in {m["kind"] for m in manifests}
+    assert "Deployment" in [m["kind"] for m in manifests if m["metadata"]["name"].endswith("-loadgen")]
+    off = render(values={"loadgen": {"enabled": False}})
+    assert not [m for m in off if m["metadata"]["name"].endswith("-loadgen")]
 
 
 def test_the_loadgen_targets_the_app_service(everything: list[Manifest]) -> None:
