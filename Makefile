@@ -34,6 +34,18 @@ $(STAMP): pyproject.toml
 	@$(VENV)/bin/pip install -e '.[dev]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
+# The runtime lock the images install (pip --require-hashes), resolved for every Python 3.11.x at
+# once, so markers such as python_full_version < "3.11.3" stay in it: Debian's python3 is 3.11.2.
+# Pins already in the files are kept unless pyproject.toml needs otherwise; UPGRADE=1 moves them up.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --only-binary :all: \
+              --custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade)
+
+.PHONY: lock
+lock: venv ## regenerate requirements/runtime.txt and build.txt from pyproject.toml (UPGRADE=1: newer pins)
+	@$(VENV)/bin/uv pip compile $(LOCK_FLAGS) --output-file requirements/runtime.txt pyproject.toml
+	@$(VENV)/bin/uv pip compile $(LOCK_FLAGS) --output-file requirements/build.txt requirements/build.in
+	@echo "[lock] requirements/runtime.txt, requirements/build.txt: $$(grep -c '^[a-z0-9]' requirements/runtime.txt) runtime packages"
+
 up: tools ## start the local stack in the background; writes .payflow/env
 	@$(STACK) up
 
