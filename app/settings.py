@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     namespace: str = Field(default_factory=_default_namespace)
     kubeconfig: str | None = Field(default=None, validation_alias=AliasChoices("KUBECONFIG"))
     watch_faults: bool = True
-    host: str = "0.0.0.0"  # noqa: S104 - a pod listens on all its interfaces
+    host: str = Field(
+        default="127.0.0.1",
+        description="Listen address: loopback by default; the chart sets 0.0.0.0 (a pod's own interfaces).",
+    )
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
     replica: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or os.uname().nodename)

@@ -15,7 +15,10 @@ class OperatorSettings(BaseSettings):
     watch_namespaces: Annotated[
         str, Field(description="Comma-separated namespaces to watch; empty: every namespace (cluster-wide).")
     ] = ""
-    operator_host: Annotated[str, Field(description="Address of /healthz and /metrics.")] = "0.0.0.0"  # noqa: S104
+    operator_host: Annotated[
+        str,
+        Field(description="Address of /healthz and /metrics; the chart sets 0.0.0.0 (the pod's interfaces)."),
+    ] = "127.0.0.1"
     operator_port: Annotated[int, Field(ge=0, le=65535, description="Port of /healthz and /metrics.")] = 8080
     pending_recheck_seconds: Annotated[
         float,

@@ -4,7 +4,8 @@
     payflow-loadgen --target http://payflow-api --rate 50 --duration 0   # 0: run until stopped
 
 It prints one JSON summary at the end (sent, succeeded, failed, dropped, p50/p95/p99) and,
-with --metrics-port, serves its own Prometheus metrics while it runs.
+with --metrics-port, serves its own Prometheus metrics while it runs (on loopback unless
+--metrics-host says otherwise).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (0: off)")
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of /metrics (default 127.0.0.1; the chart's pod passes 0.0.0.0)",
+    )
     args = p.parse_args(argv)
     if args.rate <= 0 or args.duration < 0 or args.max_in_flight < 1:
         p.error("--rate must be above 0, --duration at least 0, --max-in-flight at least 1")
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     metrics = LoadMetrics()
     if args.metrics_port:
-        start_http_server(args.metrics_port, registry=metrics.registry)
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
     config = LoadConfig(
         target=args.target,
         rate=args.rate,
