@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -197,10 +198,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def run() -> None:
-    """``payflow-app``: serve the API with uvicorn on PAYFLOW_HOST:PAYFLOW_PORT."""
-    import uvicorn
+def _parser() -> argparse.ArgumentParser:
+    fields = Settings.model_fields
+    return argparse.ArgumentParser(
+        prog="payflow-app",
+        description="The PayFlow payment API: serves on PAYFLOW_HOST:PAYFLOW_PORT "
+        f"(default {fields['host'].default}:{fields['port'].default}).",
+        epilog="Settings come from the environment: DATABASE_URL, REDIS_URL, KUBECONFIG, PAYFLOW_* and "
+        "the INJECT_* fault keys (docs/api.md lists them).",
+    )
 
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """``payflow-app``: serve the API with uvicorn on PAYFLOW_HOST:PAYFLOW_PORT."""
+    import uvicorn  # before the arguments: --help then also shows that the server is installed
+
+    _parser().parse_args(argv)
     settings = get_settings()
     logs.configure(settings.log_level)
     uvicorn.run(

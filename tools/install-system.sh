@@ -13,6 +13,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v psql >/dev/null || need+=(postgresql-client)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 command -v wrk >/dev/null || need+=(wrk)
+# Debian's python3 (3.11.2, the base of the node's images) with its venv: the lock check's venv.
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 # The local node (payflow/devstack/node.py).
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
