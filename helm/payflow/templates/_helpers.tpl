@@ -139,3 +139,20 @@ imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The ServiceAccount of a component that never calls the Kubernetes API (PostgreSQL, Redis, the
+load generator): an identity of its own, so that nothing bound to the namespace's `default`
+account reaches it, and no token (the pod spec says so too). Call with
+(dict "ctx" $ "component" "redis" "name" "<fullname>-redis").
+*/}}
+{{- define "payflow.tokenlessServiceAccount" -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ .name }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "payflow.componentLabels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+automountServiceAccountToken: false
+{{- end }}

@@ -87,16 +87,6 @@ def test_every_container_is_non_root_limited_and_probed(which: str) -> None:
     assert checked >= (7 if which == "all-options" else 6)
 
 
-def test_only_the_app_and_the_operator_get_an_api_token(everything: list[Manifest]) -> None:
-    with_token = {
-        c["name"]
-        for _, spec in pod_specs(everything)
-        if spec.get("automountServiceAccountToken") is not False
-        for c in spec["containers"]
-    }
-    assert with_token == {"app", "operator", "cleanup"}
-
-
 def test_names_fit_dns_labels_and_objects_carry_the_standard_labels() -> None:
     release = "a-release-name-that-is-long-enough-to-need-truncating"
     manifests = render(values=ALL_OPTIONS, release=release)
