@@ -10,19 +10,22 @@ STAMP  := $(VENV)/.installed
 STACK  := $(VENV)/bin/payflow-stack
 PYTEST_ARGS ?=
 
-.PHONY: help tools system-tools go-tools venv up down status demo lint fmt test test-unit \
+.PHONY: help tools system-tools go-tools venv checkov-venv up down status demo lint fmt test test-unit \
         test-integration e2e bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-tools: system-tools go-tools venv ## provision everything: Debian packages, Go-built binaries, the venv
+tools: system-tools go-tools venv checkov-venv ## provision everything: Debian packages, Go-built binaries, the venvs
 
 system-tools: ## PostgreSQL and Redis servers from Debian's packages, when missing
 	@tools/install-system.sh
 
 go-tools: ## kube-apiserver, kube-controller-manager, kubectl, etcd, helm (cached by version)
 	@tools/build-tools.sh
+
+checkov-venv: ## checkov, the chart scan of make security, in a venv of its own (cached by version)
+	@PYTHON=$(PYTHON) tools/install-checkov.sh
 
 venv: $(STAMP) ## the Python environment, from pyproject.toml
 
@@ -149,7 +152,7 @@ fuzz: tools ## schemathesis on the app's OpenAPI, generated incidents on the ope
 	  PAYFLOW_FUZZ_REPORT=$(CURDIR)/$(FUZZ_REPORT) $(VENV)/bin/pytest tests/fuzz --timeout 900 $(PYTEST_ARGS)
 	@cat $(FUZZ_REPORT)
 
-security: tools ## manifests, no secret in outputs or logs, the RBAC matrix (= docs/security.md), the opt-in
+security: tools ## manifests, checkov on the rendered chart, no secret in outputs or logs, the RBAC matrix, the opt-in
 	@$(VENV)/bin/pytest tests/security $(PYTEST_ARGS)
 
 # ---- Resilience (docs/reliability.md) ----------------------------------------------------------
