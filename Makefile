@@ -21,7 +21,7 @@ tools: system-tools go-tools venv checkov-venv ## provision everything: Debian p
 system-tools: ## PostgreSQL and Redis servers from Debian's packages, when missing
 	@tools/install-system.sh
 
-go-tools: ## kube-apiserver, kube-controller-manager, kubectl, etcd, helm (cached by version)
+go-tools: ## the control plane, kubelet, kube-proxy, kube-scheduler, kubectl, etcd, CoreDNS, helm (cached by version)
 	@tools/build-tools.sh
 
 checkov-venv: ## checkov, the chart scan of make security, in a venv of its own (cached by version)
@@ -58,9 +58,8 @@ down: ## stop everything `make up` started
 status: ## what the local stack runs
 	@$(STACK) status
 
-LOAD_RATE ?= 10
-demo: tools ## a newcomer's entry point: the stack, the chart, operator, app and load; then what to try
-	@$(STACK) up --demo --load-rate=$(LOAD_RATE)
+demo: tools ## a newcomer's entry point: a real node, the images, the chart with its pods and load; then what to try
+	@$(STACK) up --demo
 
 lint: venv ## ruff and mypy
 	@$(VENV)/bin/ruff check .
@@ -71,7 +70,7 @@ fmt: venv ## format the code
 	@$(VENV)/bin/ruff check --fix .
 	@$(VENV)/bin/ruff format .
 
-test: tools lint ## lint, then every test (unit, integration; e2e only with a cluster)
+test: tools lint ## lint, then every test (unit, integration, e2e on the local node)
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: venv ## the pure tests only
@@ -80,8 +79,8 @@ test-unit: venv ## the pure tests only
 test-integration: tools ## the tests against the local stack
 	@$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: venv ## tests/e2e against the cluster in PAYFLOW_E2E_KUBECONFIG
-	@$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+e2e: tools ## tests/e2e on the local node (make demo's stack), or on the cluster in PAYFLOW_E2E_KUBECONFIG
+	@$(VENV)/bin/pytest tests/e2e tests/node $(PYTEST_ARGS)
 
 bench: tools ## every benchmark under bench/, printing its figures (about 10 minutes)
 	@$(PY) -m bench.stack_startup --runs 3

@@ -1,13 +1,15 @@
-"""``payflow-stack``: run the local stack in the background, like a tiny kubelet.
+"""``payflow-stack``: run the local stack in the background.
 
-    payflow-stack up       start what is not running; write .payflow/env
-    payflow-stack status   what runs, on which port, since when, how often restarted
-    payflow-stack env      the export lines of .payflow/env
-    payflow-stack down     stop everything `up` started and delete its data
+    payflow-stack up          start what is not running; write .payflow/env
+    payflow-stack up --demo   the local node, the images, the chart with real pods (make demo)
+    payflow-stack status      what runs, on which port, since when, how often restarted
+    payflow-stack env         the export lines of .payflow/env
+    payflow-stack down        stop everything `up` started and delete its data
 
 ``up`` starts a supervisor process, detached from the terminal, that owns every component:
 it restarts one that dies (with a back-off, as the kubelet does) and stops them all on
-SIGTERM. The components die with the supervisor even if it is killed with SIGKILL.
+SIGTERM. The components die with the supervisor even if it is killed with SIGKILL, and the
+node's guard then takes down the node (its pods, mounts, cgroups and namespaces).
 """
 
 from __future__ import annotations
@@ -27,13 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from payflow.devstack import tools
-from payflow.devstack.demo import LOAD_RATE, Demo, DemoConfig
+from payflow.devstack import hostcfg, preflight, tools
+from payflow.devstack.nodedemo import NodeDemo, NodeDemoConfig
 from payflow.devstack.process import describe_pids, install_signal_guard, pids_mentioning
-from payflow.devstack.stack import ALL_COMPONENTS, PORTS, LocalStack, StackConfig, with_requirements
+from payflow.devstack.stack import (
+    ALL_COMPONENTS,
+    NODE_COMPONENTS,
+    PORTS,
+    LocalStack,
+    StackConfig,
+    with_requirements,
+)
 from payflow.devstack.workloads import Workload
 
+LOAD_RATE = 5.0  # the chart's default load generator rate (requests/s)
+
 UP_TIMEOUT = 180.0
+DEMO_UP_TIMEOUT = 1800.0  # the first `make demo` builds five images
 DOWN_TIMEOUT = 30.0  # for the supervisor to stop everything; then SIGKILL
 
 
@@ -135,8 +147,16 @@ class ComponentWorkload(Workload):
             self.next_start = None
 
 
+def _alive(pid: int | None) -> bool:
+    return pid is None or Path(f"/proc/{pid}").exists()
+
+
 def supervise(
-    state: StateDir, components: tuple[str, ...], demo: bool = False, load_rate: float = LOAD_RATE
+    state: StateDir,
+    components: tuple[str, ...],
+    demo: bool = False,
+    load_rate: float = LOAD_RATE,
+    owner: int | None = None,
 ) -> int:
     install_signal_guard()
     state.root.mkdir(parents=True, exist_ok=True)
@@ -144,13 +164,12 @@ def supervise(
     if (state.workdir / "stack.json").exists():
         config = StackConfig.load(state.workdir)
     else:
-        config = StackConfig(workdir=state.workdir, components=components)
+        config = StackConfig(workdir=state.workdir, components=NODE_COMPONENTS if demo else components)
     stack = LocalStack(config)
     t0 = time.monotonic()
     status: dict[str, Any] = {"supervisor": os.getpid(), "phase": "starting", "steps": [], "components": {}}
     parts: list[ComponentWorkload] = []
     workloads: list[Workload] = []
-    the_demo: Demo | None = None
 
     def publish(phase: str, error: str | None = None) -> None:
         status["phase"] = phase
@@ -158,7 +177,9 @@ def supervise(
         for part in parts:
             status["components"][part.name] = {
                 **part.describe(),
-                "ports": {k: config.ports[k] for k in PORTS[part.name]},
+                "ports": {k: config.ports[k] for k in PORTS.get(part.name, ()) if k in config.ports}
+                if not config.node or part.name == "portal"
+                else {},
                 "ready_seconds": round(stack.timings.get(part.name, 0.0), 2),
             }
         status["workloads"] = {w.name: w.describe() for w in workloads}
@@ -175,32 +196,28 @@ def supervise(
         step(f"local stack ready: {', '.join(config.components)}")
         state.env_file.write_text(env_lines(stack))
         if demo:
-            the_demo = Demo(stack, DemoConfig(load_rate=load_rate))
+            sets = {} if load_rate == LOAD_RATE else _load_values(load_rate)
+            the_demo = NodeDemo(stack, NodeDemoConfig(set_values=sets))
             the_demo.install(step)
-            app = the_demo.app()
-            for w in (the_demo.operator(), app):
-                w.start()
-                workloads.append(w)
-                w.wait_ready(timeout=90)
-                step(f"{w.name} ready")
-            if load_rate > 0:
-                loadgen = the_demo.loadgen()
-                loadgen.start()
-                workloads.append(loadgen)
-                step(f"load generator sending {load_rate:g} requests/s to {the_demo.app_url}")
-            status["demo"] = {"app_url": the_demo.app_url, "namespace": the_demo.config.namespace}
+            assert the_demo.app_url is not None
+            status["demo"] = {
+                "app_url": the_demo.app_url,
+                "namespace": the_demo.config.namespace,
+                "release": the_demo.config.release,
+                "pods": the_demo.pod_names(),
+                "images": the_demo.images,
+            }
             state.env_file.write_text(env_lines(stack, {"PAYFLOW_APP_URL": the_demo.app_url}))
         status["ready_seconds"] = round(time.monotonic() - t0, 2)
         publish("ready")
-        last_rollout_check = 0.0
         while True:
             now = time.monotonic()
-            if the_demo is not None and now - last_rollout_check >= 1.0:
-                last_rollout_check = now
-                with contextlib.suppress(Exception):  # the API server may be restarting
-                    if reason := the_demo.rollout_pending():
-                        app.restart_requested = reason
-            events = [e for w in (*parts, *workloads) if (e := _tick(w, now))]
+            if not _alive(owner):
+                print(f"the owner (pid {owner}) is gone: stopping", flush=True)
+                return 0
+            if config.node and not stack.running("netns"):
+                raise RuntimeError("the node's guard exited: the node is gone (see logs/netns.log)")
+            events = [e for w in (*parts, *workloads) if w.name != "netns" and (e := _tick(w, now))]
             for event in events:
                 print(event, flush=True)
             if events:
@@ -223,6 +240,11 @@ def supervise(
             state.pid_file.unlink()
 
 
+def _load_values(rate: float) -> dict[str, str]:
+    """helm --set values for a load generator at ``rate`` requests/s (none at 0)."""
+    return {"loadgen.enabled": "false"} if rate == 0 else {"loadgen.rate": f"{rate:g}"}
+
+
 def _tick(workload: Workload, now: float) -> str | None:
     try:
         return workload.tick(now)
@@ -235,7 +257,11 @@ def _tick(workload: Workload, now: float) -> str | None:
 
 
 def cmd_up(
-    state: StateDir, components: tuple[str, ...], demo: bool = False, load_rate: float = LOAD_RATE
+    state: StateDir,
+    components: tuple[str, ...],
+    demo: bool = False,
+    load_rate: float = LOAD_RATE,
+    owner: int | None = None,
 ) -> int:
     if pid := state.supervisor_pid():
         status = state.read_status()
@@ -247,9 +273,14 @@ def cmd_up(
         if status.get("phase") == "ready":
             print(next_steps(state, status, float(status.get("ready_seconds") or 0.0)))
         return 0
+    if demo:  # before anything is built: can this machine run the node at all?
+        if problems := preflight.check():
+            print(preflight.report(problems), file=sys.stderr)
+            return 2
+        components = NODE_COMPONENTS
     try:  # fail fast, before anything starts, when a binary is missing
         for name in with_requirements(components):
-            if name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            if name in tools.GO_BUILT:
                 tools.find(name)
             elif name == "postgres":
                 tools.postgres_bindir()
@@ -274,6 +305,7 @@ def cmd_up(
         "supervise",
         "--components",
         ",".join(components),
+        *([f"--owner={owner}"] if owner else []),
     ]
     with state.log_file.open("ab") as log:
         subprocess.Popen(
@@ -284,7 +316,7 @@ def cmd_up(
             start_new_session=True,
         )
     shown = 0
-    deadline = t0 + UP_TIMEOUT
+    deadline = t0 + (DEMO_UP_TIMEOUT if demo else UP_TIMEOUT)
     while time.monotonic() < deadline:
         status = state.read_status()
         steps = status.get("steps") or []
@@ -301,7 +333,7 @@ def cmd_up(
             cmd_down(state, quiet=True)
             return 1
         time.sleep(0.2)
-    print(f"stack not ready after {UP_TIMEOUT:.0f}s; see {state.log_file}", file=sys.stderr)
+    print(f"stack not ready in time; see {state.log_file}", file=sys.stderr)
     cmd_down(state, quiet=True)
     return 1
 
@@ -311,18 +343,25 @@ def next_steps(state: StateDir, status: dict[str, Any], seconds: float) -> str:
     demo = status.get("demo")
     if not demo:
         return f"\nstack ready in {seconds:.1f}s. Next:\n  source {env} && kubectl get --raw /readyz\n"
-    url, ns = demo["app_url"], demo["namespace"]
+    url, ns, release = demo["app_url"], demo["namespace"], demo.get("release", "payflow")
+    steps = "".join(f"  [{s['seconds']:5.1f}s] {s['step']}\n" for s in status.get("steps") or [])
     return (
-        f"\nPayFlow demo ready in {seconds:.1f}s.\n\n"
+        f"\nPayFlow demo ready in {seconds:.1f}s, on a real node:\n{steps}\n"
         f"  dashboard  {url}/\n"
-        f"  API docs   {url}/docs\n\n"
-        "Try an incident:\n"
+        f"  API        {url}/api/stats   (docs: {url}/docs)\n\n"
         f"  source {env}\n"
+        f"  kubectl get pods -n {ns} -w      # the app (2 replicas), operator, PostgreSQL, Redis, load\n"
+        f"  kubectl port-forward -n {ns} svc/{release} 8080:80   # http://localhost:8080: the dashboard\n\n"
+        "Incidents:\n"
         "  kubectl apply -f examples/incidents/latency.yaml\n"
         f"  kubectl get pfi -n {ns}                    # Active, with its expiry\n"
         f"  curl -s {url}/api/config                  # the latency in force, and which incident\n"
-        "  kubectl delete -f examples/incidents/latency.yaml\n\n"
-        "  make status   # what runs, restarts (the OOM and panic faults crash the app)\n"
+        "  kubectl delete -f examples/incidents/latency.yaml\n"
+        "  kubectl apply -f examples/incidents/caching-incident.yaml   # a bad deploy: OOMKilled pods\n\n"
+        "The seed's caching incident and its rollback:\n"
+        f"  helm upgrade {release} ./helm/payflow -n {ns} -f ./helm/payflow/values-buggy.yaml\n"
+        f"  helm upgrade {release} ./helm/payflow -n {ns} -f ./helm/payflow/values-lkg.yaml\n\n"
+        "  make status   # the node's parts, their restarts and last exits; the pods\n"
         "  make down     # stop everything\n"
     )
 
@@ -350,6 +389,11 @@ def cmd_down(state: StateDir, quiet: bool = False, timeout: float = DOWN_TIMEOUT
     if not _poll(swept, 10):
         left = describe_pids(pids_mentioning(marker))
         print(f"processes still running after down: {left}", file=sys.stderr)
+        return 1
+    for line in hostcfg.sweep_stale():  # a node whose guard was killed: its cgroups, sysctls
+        print(f"swept: {line}", file=sys.stderr)
+    if left_behind := hostcfg.leftovers():
+        print("left on the host after down:\n  " + "\n  ".join(left_behind), file=sys.stderr)
         return 1
     shutil.rmtree(state.workdir, ignore_errors=True)
     for f in (state.env_file, state.status_file, state.pid_file):
@@ -384,6 +428,14 @@ def print_status(state: StateDir) -> int:
         print(
             f"{name:<26}{w['state']:<10}{w['pid'] or '-':>8}  {w['restarts']:>8}  {_exit(w):>9}  {w['log']}"
         )
+    if demo := status.get("demo"):
+        print(f"\ndemo: namespace {demo['namespace']}, app {demo['app_url']}")
+        print(
+            "images: built here and offered to the node's containerd under the chart's default names,\n"
+            "as an air-gapped mirror would (nothing is pulled):"
+        )
+        for image in demo.get("images") or []:
+            print(f"  {image}")
     return 0 if status.get("phase") == "ready" else 1
 
 
@@ -405,7 +457,14 @@ def main(argv: list[str] | None = None) -> int:
             default=",".join(ALL_COMPONENTS),
             help=f"comma-separated subset of {','.join(ALL_COMPONENTS)}",
         )
-        p.add_argument("--demo", action="store_true", help="also the chart, the operator, the app and load")
+        p.add_argument(
+            "--demo",
+            action="store_true",
+            help="the local node, the images, the chart with real pods and load",
+        )
+        p.add_argument(
+            "--owner", type=int, default=None, help="stop everything when this process is gone (tests)"
+        )
         p.add_argument(
             "--load-rate",
             type=float,
@@ -428,8 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.load_rate < 0:
             parser.error("--load-rate must be 0 or more")
         if args.cmd == "up":
-            return cmd_up(state, components, demo=args.demo, load_rate=args.load_rate)
-        return supervise(state, components, demo=args.demo, load_rate=args.load_rate)
+            return cmd_up(state, components, demo=args.demo, load_rate=args.load_rate, owner=args.owner)
+        return supervise(state, components, demo=args.demo, load_rate=args.load_rate, owner=args.owner)
     if args.cmd == "down":
         return cmd_down(state, timeout=args.timeout)
     if args.cmd == "status":

@@ -49,9 +49,19 @@ NODE_COMPONENTS = (
     "kubelet",
     "kube-proxy",
     "coredns",
+    "provisioner",
 )
 # Only on a node; any of them makes a stack a node (with the guard and the portal).
-_NODE_ONLY = {"netns", "containerd", "portal", "kube-scheduler", "kubelet", "kube-proxy", "coredns"}
+_NODE_ONLY = {
+    "netns",
+    "containerd",
+    "portal",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "provisioner",
+}
 _REQUIRES = {
     "kube-apiserver": ("etcd",),
     "kube-controller-manager": ("kube-apiserver",),
@@ -59,13 +69,14 @@ _REQUIRES = {
     "kubelet": ("kube-apiserver", "containerd"),
     "kube-proxy": ("kube-apiserver",),
     "coredns": ("kube-apiserver",),
+    "provisioner": ("kube-apiserver",),
 }
 # Start order: each phase starts together, and waits for the phase before it.
 _PHASES = (
     ("netns",),
     ("etcd", "postgres", "redis", "containerd", "portal"),
     ("kube-apiserver",),
-    ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns"),
+    ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns", "provisioner"),
 )
 
 # The host ports each component listens on (all on the stack's loopback host). On a node,
@@ -79,7 +90,7 @@ PORTS: dict[str, tuple[str, ...]] = {
     "portal": ("kube-apiserver", "app"),
 }
 # Inside the node's namespaces (nsenter), in its cgroups; the guard and the portal are not.
-_ON_HOST = {"netns", "portal"}
+_ON_HOST = {"netns", "portal", "provisioner"}
 
 # How each component is asked to stop (then SIGKILL after the timeout). PostgreSQL gets SIGINT,
 # its fast shutdown (the official image's STOPSIGNAL): SIGTERM is its smart shutdown, which waits
@@ -762,6 +773,20 @@ class LocalStack:
         h, port = self._bind("coredns-ready")
         with urllib.request.urlopen(f"http://{h}:{port}/ready", timeout=2) as resp:
             return bool(resp.status == 200)
+
+    def _argv_provisioner(self) -> tuple[list[str], str | None, dict[str, str] | None]:
+        argv = [
+            sys.executable,
+            "-P",
+            "-m",
+            "payflow.devstack.provisioner",
+            str(self.kubeconfig),
+            str(self.layout.volumes),
+        ]
+        return argv, None, None
+
+    def _ready_provisioner(self) -> bool:
+        return True
 
 
 def _healthz(host: str, port: int, tls: bool) -> bool:

@@ -53,6 +53,20 @@ def _cache_dirs() -> dict[str, Path]:
     }
 
 
+# The binaries `make tools` builds from Go modules (the rest come from Debian's packages).
+GO_BUILT = frozenset(
+    (
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "coredns",
+    )
+)
+
+
 def _given_dirs() -> list[Path]:
     """Directories a user names for binaries they already have (envtest's KUBEBUILDER_ASSETS)."""
     return [Path(os.environ[k]) for k in ("PAYFLOW_ASSETS", "KUBEBUILDER_ASSETS") if os.environ.get(k)]

@@ -1,9 +1,8 @@
-"""Processes that stand in for pods on the local stack, restarted the way the kubelet would.
+"""The stack's parts, supervised the way the kubelet supervises containers.
 
-A :class:`Workload` builds a fresh :class:`Process` at every start, so what it reads at start
-(its environment from a ConfigMap, like ``envFrom``) is read again at each restart. When it
-exits it is started again after a back-off that doubles with each consecutive crash (the
-kubelet's CrashLoopBackOff, on a shorter scale), and its restart count only grows.
+A :class:`Workload` builds a fresh :class:`Process` at every start. When it exits it is started
+again after a back-off that doubles with each consecutive crash (the kubelet's
+CrashLoopBackOff, on a shorter scale), and its restart count only grows.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ class Workload:
     consecutive_crashes: int = 0
     last_exit: int | None = None
     next_start: float | None = None
-    restart_requested: str | None = None  # why, when a rollout asks for a new "pod"
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -61,12 +59,6 @@ class Workload:
 
     def tick(self, now: float) -> str | None:
         """Advance the restart machine once; a line for the log when something happened."""
-        if self.restart_requested and self.running:
-            reason, self.restart_requested = self.restart_requested, None
-            self.stop()
-            self.restarts += 1
-            self.start()
-            return f"{self.name}: restarted ({reason})"
         if self.running:
             if self.proc and now - self.proc.started_at >= STABLE_AFTER:
                 self.consecutive_crashes = 0

@@ -34,24 +34,3 @@ def test_a_crashing_workload_is_restarted_with_a_growing_backoff(tmp_path: Path)
     assert w.last_exit == 70
     assert events[0] == "crasher: exited with code 70; restarting in 1s"
     assert "crasher: exited with code 70; restarting in 2s" in events
-
-
-def test_a_requested_restart_replaces_a_running_workload(tmp_path: Path) -> None:
-    def build(restarts: int) -> Process:
-        return Process(
-            "sleeper",
-            [sys.executable, "-c", "import threading; threading.Event().wait(60)"],
-            tmp_path / "s.log",
-        )
-
-    w = Workload("sleeper", build)
-    w.start()
-    first = w.proc.pid if w.proc else None
-    w.restart_requested = "rollout: new pod template"
-    assert w.tick(time.monotonic()) == "sleeper: restarted (rollout: new pod template)"
-    assert w.running
-    assert w.proc is not None
-    assert w.proc.pid != first
-    assert w.restarts == 1
-    w.stop()
-    assert not w.running
