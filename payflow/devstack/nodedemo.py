@@ -85,10 +85,11 @@ class NodeDemo:
     def install(self, step: Callable[[str], None]) -> None:
         from payflow.devstack import images
 
-        built = images.build_all()
+        log = lambda line: print(line, flush=True)  # noqa: E731 (the supervisor's log)
+        built = images.build_all(log=log)
         fresh = [b for b in built if not b.cached]
         step(f"images ready ({len(built)}, {len(fresh)} built, the rest cached by input hash)")
-        imported = images.import_images(built, self.stack.ctr())
+        imported = images.import_images([b.archive for b in built], self.stack.ctr_command, log=log)
         self.images = [t for b in built for t in b.tags]
         step(f"images offered to the node's containerd ({len(imported)} imported): {', '.join(self.images)}")
         self.wait_node_ready()

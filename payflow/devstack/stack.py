@@ -688,9 +688,14 @@ class LocalStack:
             s.connect(f"/proc/{self.guard.pid}/root{node.CONTAINERD_SOCKET}")  # the node's private /run
         return True
 
+    @property
+    def ctr_command(self) -> list[str]:
+        """``ctr`` against the node's containerd, up to its subcommand."""
+        return self.in_node(["ctr", "--address", node.CONTAINERD_SOCKET])
+
     def ctr(self, *args: str) -> list[str]:
-        """A ``ctr`` command line against the node's containerd, in the kubelet's image namespace."""
-        return self.in_node(["ctr", "--address", node.CONTAINERD_SOCKET, "--namespace", "k8s.io", *args])
+        """A ``ctr`` command line in the kubelet's image namespace (``k8s.io``)."""
+        return [*self.ctr_command, "--namespace", "k8s.io", *args]
 
     def _argv_portal(self) -> tuple[list[str], str | None, dict[str, str] | None]:
         targets = self.layout.portal_targets

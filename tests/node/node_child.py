@@ -34,7 +34,8 @@ def main(workdir: Path, ready_file: Path) -> None:
     stack = LocalStack(StackConfig(workdir=workdir, components=NODE_COMPONENTS))
     try:
         stack.start()
-        images.import_images(images.build_all(only=("pause",)), stack.ctr())
+        pause = images.build_all(names=("pause",))
+        images.import_images([b.archive for b in pause], stack.ctr_command)
         kubectl = [str(tools.find("kubectl").path), "--kubeconfig", str(stack.kubeconfig)]
         subprocess.run([*kubectl, "apply", "-f", "-"], input=POD, text=True, check=True, capture_output=True)
 
