@@ -5,6 +5,7 @@
     payflow-stack status      what runs, on which port, since when, how often restarted
     payflow-stack env         the export lines of .payflow/env
     payflow-stack down        stop everything `up` started and delete its data
+    payflow-stack images      build the node's images that are stale (see payflow.devstack.images)
 
 ``up`` starts a supervisor process, detached from the terminal, that owns every component:
 it restarts one that dies (with a back-off, as the kubelet does) and stops them all on
@@ -480,7 +481,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("status")
     sub.add_parser("env")
+    imgs = sub.add_parser("images", help="build the node's images that are stale (keyed by their inputs)")
+    imgs.add_argument("names", nargs="*", metavar="NAME", help="only these images (and their base)")
+    imgs.add_argument("--force", action="store_true", help="build them even if cached")
+    imgs.add_argument("--plan", action="store_true", help="say what would be built and why; build nothing")
     args = parser.parse_args(argv)
+    if args.cmd == "images":
+        from payflow.devstack import images
+
+        return images.main(args.names, force=args.force, plan_only=args.plan)
     state = StateDir((args.state_dir or default_state_dir()).resolve())
     if args.cmd in ("up", "supervise"):
         components = tuple(c for c in args.components.split(",") if c)
