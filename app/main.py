@@ -20,6 +20,7 @@ from payflow.app import errors, logs, metrics
 from payflow.app.api.routes import config, dashboard, faults, health, series, stats, transactions
 from payflow.app.api.routing import HotPath
 from payflow.app.cache import RedisCache, ResponseCache
+from payflow.app.faults.cluster import ClusterReader
 from payflow.app.faults.controller import FaultController
 from payflow.app.faults.injectors import (
     ConnectionHolder,
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.CACHE_ENTRIES.labels("response").set_function(lambda: responses.entries)
         metrics.CACHE_BYTES.labels("response").set_function(lambda: responses.total_bytes)
         leak = MemoryLeak(responses, s.oom_ceiling_mb << 20, cgroup_memory_limit(s.oom_cgroup_dir))
+        api_client = make_api_client(s.kubeconfig) if s.watch_faults else None
         controller = FaultController(
             database_url=s.database_url,
             replica=s.replica,
@@ -111,6 +113,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             leak=leak,
             burner=CpuBurner(),
             holder=ConnectionHolder(pool),
+            pod=s.pod_name,
+            cluster=None if api_client is None else ClusterReader(api_client, s.namespace),
+            configmap=s.faults_configmap,
+            container=s.container_name,
+            crash_timeout_s=s.crash_record_timeout_s,
         )
         redis = RedisCache(s.redis_url, s.redis_timeout_s, s.redis_retry_after_s)
         services = Services(
@@ -132,7 +139,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ticker = Ticker(controller.active, leak)
         ticker.start()
         if s.watch_faults:
-            api_client = make_api_client(s.kubeconfig)
             if api_client is None:
                 log.warning("no kubeconfig and not in a cluster: faults come from the environment only")
             else:

@@ -70,6 +70,38 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX IF NOT EXISTS fault_transitions_at_idx ON fault_transitions (at DESC, id DESC);
         """,
     ),
+    (
+        3,
+        "fault_history_across_crashes",
+        # Rows of kind 'crash' (the fault acted: the process ended), rows written after the fact
+        # (at_basis says how their time is known; recorded_at when they were written: NULL for
+        # the rows of before, which were written when they happened), and a key that lets a row
+        # be written once. Old code keeps working: it writes the columns it knows, the defaults
+        # fill the rest.
+        """
+        ALTER TABLE fault_transitions
+            ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'transition',
+            ADD COLUMN IF NOT EXISTS pod text,
+            ADD COLUMN IF NOT EXISTS reason text,
+            ADD COLUMN IF NOT EXISTS exit_code integer,
+            ADD COLUMN IF NOT EXISTS container_id text,
+            ADD COLUMN IF NOT EXISTS at_basis text NOT NULL DEFAULT 'observed',
+            ADD COLUMN IF NOT EXISTS recorded_at timestamptz,
+            ADD COLUMN IF NOT EXISTS dedup_key text;
+        ALTER TABLE fault_transitions ALTER COLUMN recorded_at SET DEFAULT clock_timestamp();
+        ALTER TABLE fault_transitions
+            DROP CONSTRAINT IF EXISTS fault_transitions_change_check,
+            DROP CONSTRAINT IF EXISTS fault_transitions_kind_check;
+        ALTER TABLE fault_transitions
+            ADD CONSTRAINT fault_transitions_change_check
+                CHECK (change IN ('on', 'off', 'changed', 'crash')),
+            ADD CONSTRAINT fault_transitions_kind_check
+                CHECK (kind IN ('transition', 'crash') AND (kind = 'crash') = (change = 'crash'));
+        CREATE UNIQUE INDEX IF NOT EXISTS fault_transitions_dedup_idx ON fault_transitions (dedup_key);
+        CREATE INDEX IF NOT EXISTS fault_transitions_replica_idx
+            ON fault_transitions (release, replica, fault, at DESC, id DESC);
+        """,
+    ),
 )
 
 

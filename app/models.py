@@ -155,16 +155,26 @@ class ErrorBody(BaseModel):
 
 
 class FaultTransitionPublic(BaseModel):
+    """One row of the fault history: a transition, or a crash while the fault was in force.
+    docs/api.md says what each field holds."""
+
     id: int
     at: datetime
     fault: str
-    change: Literal["on", "off", "changed"]
+    change: Literal["on", "off", "changed", "crash"]
     params: dict[str, int | float] | None
     previous: dict[str, int | float] | None
-    source: str
+    source: Literal["environment", "configmap", "recovery", "process", "kubelet"]
     incidents: list[dict[str, Any]]
     replica: str
     release: str
+    kind: Literal["transition", "crash"]
+    pod: str | None
+    reason: str | None
+    exit_code: int | None
+    container_id: str | None
+    at_basis: Literal["observed", "sibling", "configmap_change", "last_seen", "container_status"]
+    recorded_at: datetime
 
 
 class FaultHistory(BaseModel):

@@ -13,7 +13,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from payflow.app.faults.state import Transition
+from payflow.app.faults.ground_truth import Observed, Recorded
+from payflow.app.faults.state import Change, Transition, incidents_of
 from payflow.app.payments import Decision
 
 Row = dict[str, Any]
@@ -202,38 +203,143 @@ async def transaction_totals(conn: Conn) -> list[Row]:
         return await cur.fetchall()
 
 
-async def insert_fault_transitions(
-    conn: Conn, transitions: list[Transition], replica: str, release: str
-) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO fault_transitions"
-            " (at, fault, change, params, previous, source, incidents, replica, release)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    t.at,
-                    t.fault,
-                    t.change.value,
-                    None if t.params is None else Jsonb(dict(t.params)),
-                    None if t.previous is None else Jsonb(dict(t.previous)),
-                    t.source.value,
-                    Jsonb([i.to_dict() for i in t.incidents]),
-                    replica,
-                    release,
-                )
-                for t in transitions
-            ],
+_HISTORY_COLUMNS = (
+    "at, fault, change, params, previous, source, incidents, replica, release,"
+    " kind, pod, reason, exit_code, container_id, at_basis, dedup_key"
+)
+
+
+# A row whose key is already taken is dropped: written once, by whoever is first.
+INSERT_HISTORY = (
+    f"INSERT INTO fault_transitions ({_HISTORY_COLUMNS})"  # noqa: S608 - constant columns
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (dedup_key) DO NOTHING"
+)
+
+
+def history_values(
+    transitions: list[Transition], replica: str, release: str, pod: str | None
+) -> list[tuple[Any, ...]]:
+    """The parameters of :data:`INSERT_HISTORY` for each row. A row's own ``replica`` (and
+    then its ``pod``) win over the writer's."""
+    return [
+        (
+            t.at,
+            t.fault,
+            t.change.value,
+            None if t.params is None else Jsonb(dict(t.params)),
+            None if t.previous is None else Jsonb(dict(t.previous)),
+            t.source.value,
+            Jsonb([i.to_dict() for i in t.incidents]),
+            t.replica or replica,
+            release,
+            t.kind.value,
+            t.pod if t.replica else (t.pod or pod),
+            t.reason,
+            t.exit_code,
+            t.container_id,
+            t.at_basis.value,
+            t.key,
         )
+        for t in transitions
+    ]
+
+
+async def insert_fault_transitions(
+    conn: Conn, transitions: list[Transition], replica: str, release: str, pod: str | None = None
+) -> None:
+    """Write the rows in one database transaction."""
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(INSERT_HISTORY, history_values(transitions, replica, release, pod))
+
+
+def _recorded(row: Row) -> Recorded:
+    return Recorded(
+        row_id=row["id"],
+        fault=row["fault"],
+        change=Change(row["change"]),
+        params=row["params"],
+        incidents=incidents_of(row["incidents"] if isinstance(row["incidents"], list) else []),
+        at=row["at"],
+        last_seen=max(row["at"], row["crashed_at"] or row["at"]),
+    )
+
+
+# The last transition of each (replica, fault), with the latest crash of that fault after it.
+_LAST_RECORDED = """
+SELECT DISTINCT ON (t.replica, t.fault) t.id, t.replica, t.pod, t.fault, t.change, t.params,
+       t.incidents, t.at,
+       (SELECT max(c.at) FROM fault_transitions c
+         WHERE c.release = t.release AND c.replica = t.replica AND c.fault = t.fault
+           AND c.kind = 'crash' AND c.at >= t.at) AS crashed_at
+FROM fault_transitions t
+WHERE t.release = %s AND t.kind = 'transition' AND {where}
+ORDER BY t.replica, t.fault, t.at DESC, t.id DESC
+"""
+
+
+async def last_recorded(conn: Conn, release: str, replica: str) -> dict[str, Recorded]:
+    """What ``replica`` last recorded for each fault (the state its last process left)."""
+    sql = _LAST_RECORDED.format(where="t.replica = %s")
+    rows = await _fetch_dicts(conn, sql, [release, replica])
+    return {row["fault"]: _recorded(row) for row in rows}
+
+
+async def open_elsewhere(
+    conn: Conn, release: str, replica: str, since: datetime, limit: int = 200
+) -> dict[tuple[str, str], list[Recorded]]:
+    """The faults other replicas of the release (those with a pod name) left on, recorded
+    after ``since``: by (replica, pod)."""
+    sql = _LAST_RECORDED.format(where="t.replica <> %s AND t.pod IS NOT NULL AND t.at >= %s")
+    open_only = f"SELECT * FROM ({sql}) last WHERE change <> 'off' LIMIT %s"  # noqa: S608 - constant SQL
+    rows = await _fetch_dicts(conn, open_only, [release, replica, since, limit])
+    out: dict[tuple[str, str], list[Recorded]] = {}
+    for row in rows:
+        out.setdefault((row["replica"], row["pod"]), []).append(_recorded(row))
+    return out
+
+
+async def observed_elsewhere(
+    conn: Conn, release: str, replica: str, fault: str, after: datetime, limit: int = 50
+) -> list[Observed]:
+    """The transitions of ``fault`` that other replicas of the release saw happen after ``after``."""
+    rows = await _fetch_dicts(
+        conn,
+        "SELECT at, change, params FROM fault_transitions"
+        " WHERE release = %s AND replica <> %s AND fault = %s AND kind = 'transition'"
+        " AND at_basis = 'observed' AND at > %s ORDER BY at, id LIMIT %s",
+        [release, replica, fault, after, limit],
+    )
+    return [Observed(row["at"], Change(row["change"]), row["params"]) for row in rows]
+
+
+async def crash_times(
+    conn: Conn, release: str, pod: str, fault: str, start: datetime, end: datetime
+) -> list[datetime]:
+    """When crashes of ``fault`` were recorded for ``pod`` between ``start`` and ``end``."""
+    rows = await _fetch_dicts(
+        conn,
+        "SELECT at FROM fault_transitions WHERE release = %s AND pod = %s AND fault = %s"
+        " AND kind = 'crash' AND at BETWEEN %s AND %s",
+        [release, pod, fault, start, end],
+    )
+    return [row["at"] for row in rows]
 
 
 async def fault_history(
-    conn: Conn, *, limit: int, since: datetime | None, fault: str | None, release: str | None
+    conn: Conn,
+    *,
+    limit: int,
+    since: datetime | None,
+    fault: str | None,
+    release: str | None,
+    kind: str | None = None,
 ) -> list[Row]:
     sql, params = filtered_query(
-        "SELECT id, at, fault, change, params, previous, source, incidents, replica, release"
+        "SELECT id, at, fault, change, params, previous, source, incidents, replica, release,"
+        " kind, pod, reason, exit_code, container_id, at_basis, coalesce(recorded_at, at) AS recorded_at"
         " FROM fault_transitions",
-        [("at >= %s", since), ("fault = %s", fault), ("release = %s", release)],
+        [("at >= %s", since), ("fault = %s", fault), ("release = %s", release), ("kind = %s", kind)],
         "at DESC, id DESC",
         limit,
     )

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
     replica: str = Field(default_factory=lambda: os.environ.get("HOSTNAME") or os.uname().nodename)
+    pod_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PAYFLOW_POD_NAME", "POD_NAME"),
+        description="This pod (the downward API's metadata.name): its container status is read at start.",
+    )
+    container_name: str = Field(default="app", description="This container's name in the pod.")
+    crash_record_timeout_s: float = Field(
+        default=1.0, gt=0, le=10, description="Longest wait for the crash row before a crashing process ends."
+    )
     restart_count: int | None = Field(
         default=None, ge=0, description="Restarts before this process, when a supervisor says (local demo)."
     )

@@ -168,14 +168,16 @@
   }
 
   // --- fault history: intervals for the bands ---------------------------------------------------
-  // History rows are transitions per replica: on / changed / off. The end of a process is not a
-  // transition, so an interval a replica left open ends where the evidence says: now if the fault
-  // is still in force here; else when this process started (another, earlier process left it
+  // History rows are transitions per replica (on / changed / off) and crashes (kind "crash": the
+  // fault acted, the interval goes on). A replica that crashed records the end of its faults at
+  // its next start, so an interval still open ends where the evidence says: now if the fault is
+  // still in force here; else when this process started (another, earlier process left it
   // open); else when this process turned it off (its `since` in /api/config).
   function faultIntervals(items, cfg, processStart, now) {
     const open = new Map();
     const spans = [];
-    const rows = [...items].sort((a, b) => epoch(a.at) - epoch(b.at) || a.id - b.id);
+    const rows = items.filter((r) => r.kind !== "crash")
+      .sort((a, b) => epoch(a.at) - epoch(b.at) || a.id - b.id);
     for (const r of rows) {
       const key = `${r.fault}|${r.replica}`;
       const t = epoch(r.at);
@@ -242,7 +244,11 @@
         el("time", { datetime: r.at }, clock(new Date(r.at))),
         el("span", { class: "fault" }, r.fault),
         el("span", { class: `change-${r.change}` }, r.change),
-        el("span", { class: "muted" }, incidents ? `incident ${incidents}` : `${r.source}`)));
+        el("span", { class: "muted" }, [
+          incidents ? `incident ${incidents}` : `${r.source}`,
+          r.kind === "crash" ? ` · ${r.pod || r.replica}: ${r.reason || "exit"} (${r.exit_code ?? "?"})` : "",
+          r.reason && r.kind !== "crash" ? ` · ${r.reason.replaceAll("_", " ")}` : "",
+        ].join(""))));
     }
   }
 

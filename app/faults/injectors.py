@@ -23,11 +23,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from payflow.app import logs, metrics
 from payflow.app.cache import ResponseCache
+from payflow.app.faults.ground_truth import MEMORY_CEILING, PANIC, PANIC_EXIT_CODE
 from payflow.faults import Number
 
 log = logging.getLogger("payflow.app.faults")
 
-PANIC_EXIT_CODE = 70  # EX_SOFTWARE, as payflow/faults.py's symptom says
 OOM_EXIT_CODE = 137  # 128 + SIGKILL: what the kernel's OOM killer leaves
 MAX_BURN_THREADS = 4  # the vocabulary's maximum of cores
 
@@ -96,6 +96,26 @@ def burn_plan(cores: float, cpu_count: int) -> tuple[int, float]:
 
 # --- the crash ----------------------------------------------------------------------------------
 
+# Told of each crash the process causes itself, just before it ends: (fault, reason, exit code).
+# Set by the fault controller (it records the crash); it bounds its own wait.
+CrashHook = Callable[[str, str, int], None]
+_crash_hook: CrashHook | None = None
+
+
+def set_crash_hook(hook: CrashHook | None) -> None:
+    global _crash_hook
+    _crash_hook = hook
+
+
+def _report_crash(fault: str, reason: str, exit_code: int) -> None:
+    hook = _crash_hook
+    if hook is None:
+        return
+    try:
+        hook(fault, reason, exit_code)
+    except Exception:  # the crash goes on whatever happens here
+        log.exception("could not record the crash")
+
 
 def _raise_panic(where: str) -> None:
     raise InjectedPanicError(f"panic: injected crash ({where})")
@@ -110,6 +130,7 @@ def crash(where: str) -> None:
         log.critical(
             "panic: the process crashes (%s)", where, exc_info=True, stack_info=True, extra={"fault": "panic"}
         )
+    _report_crash("panic", PANIC, PANIC_EXIT_CODE)
     logs.flush()
     os._exit(PANIC_EXIT_CODE)
 
@@ -144,6 +165,7 @@ class MemoryLeak:
             self.ceiling >> 20,
             extra={"fault": "oom", "rss_bytes": rss, "ceiling_bytes": self.ceiling},
         )
+        _report_crash("oom", MEMORY_CEILING, OOM_EXIT_CODE)
         logs.flush()
         os._exit(OOM_EXIT_CODE)
 

@@ -19,14 +19,35 @@ from payflow.faults import FAULTS, FaultConfigError, FaultSet, Number
 
 
 class Source(StrEnum):
-    ENVIRONMENT = "environment"
-    CONFIGMAP = "configmap"
+    """What carried a change, or who saw a crash."""
+
+    ENVIRONMENT = "environment"  # the INJECT_* environment at the process's start
+    CONFIGMAP = "configmap"  # the ConfigMap, watched live
+    RECOVERY = "recovery"  # worked out by a later start: the change happened while nobody watched
+    PROCESS = "process"  # the crashing process itself, just before it ended
+    KUBELET = "kubelet"  # the pod's container status (lastState.terminated), read at the next start
 
 
 class Change(StrEnum):
     ON = "on"
     OFF = "off"
     CHANGED = "changed"
+    CRASH = "crash"  # a row of kind crash: the fault acted and the process ended
+
+
+class Kind(StrEnum):
+    TRANSITION = "transition"
+    CRASH = "crash"
+
+
+class AtBasis(StrEnum):
+    """How a row's ``at`` is known."""
+
+    OBSERVED = "observed"  # the recording process saw it happen, at that time
+    SIBLING = "sibling"  # another replica of the release observed the same change then
+    CONFIGMAP_CHANGE = "configmap_change"  # the ConfigMap's last write (managedFields): at or after it
+    LAST_SEEN = "last_seen"  # the last evidence of the old state: the change came at or after it
+    CONTAINER_STATUS = "container_status"  # the kubelet's finishedAt of the terminated container
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,10 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Transition:
+    """One row of the fault history: a transition, or (``kind`` crash) a crash of the process
+    while the fault was in force. The fields after ``incidents`` are set where they apply;
+    ``replica`` and ``pod`` default to the recording process's own."""
+
     at: datetime
     fault: str
     change: Change
@@ -68,6 +93,14 @@ class Transition:
     previous: Mapping[str, Number] | None
     source: Source
     incidents: tuple[Incident, ...]
+    kind: Kind = Kind.TRANSITION
+    at_basis: AtBasis = AtBasis.OBSERVED
+    reason: str | None = None
+    exit_code: int | None = None
+    container_id: str | None = None
+    replica: str | None = None
+    pod: str | None = None
+    key: str | None = None  # written once: a second row with the same key is dropped
 
 
 @dataclass(frozen=True)
@@ -96,14 +129,20 @@ def parse_incidents(raw: str | None) -> tuple[Mapping[str, tuple[Incident, ...]]
         for fault, items in data.items():
             if not isinstance(items, list):
                 raise ValueError(f"{fault}: expected a list")
-            out[str(fault)] = tuple(
-                Incident(str(i["incident"]), None if i.get("expiresAt") is None else str(i["expiresAt"]))
-                for i in items
-                if isinstance(i, dict) and "incident" in i
-            )
+            out[str(fault)] = incidents_of(items)
         return out, None
     except (ValueError, TypeError, KeyError) as exc:
         return {}, f"ignored malformed incidents annotation: {exc}"
+
+
+def incidents_of(items: list[Any]) -> tuple[Incident, ...]:
+    """The incidents of one fault from their JSON (``[{"incident", "expiresAt"}]``); entries
+    without a name are skipped."""
+    return tuple(
+        Incident(str(i["incident"]), None if i.get("expiresAt") is None else str(i["expiresAt"]))
+        for i in items
+        if isinstance(i, dict) and "incident" in i
+    )
 
 
 def initial_state(env: Mapping[str, str], now: datetime) -> tuple[FaultState, list[Transition]]:

@@ -131,6 +131,7 @@ def test_the_app_deployment_keeps_the_contract(everything: list[Manifest]) -> No
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"]
     assert env["PAYFLOW_RELEASE"]["value"] == "payflow"
     assert env["PAYFLOW_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["PAYFLOW_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert {"/tmp"} <= {m["mountPath"] for m in c["volumeMounts"]}
 
     service = one(everything, "Service", app["metadata"]["name"])
@@ -167,7 +168,7 @@ def test_the_redis_url_secret_carries_the_password_redis_asks_for(everything: li
     assert container_env(app, everything)["REDIS_URL"] == f"redis://:{password}@{host}:6379/0"
 
 
-def test_the_app_may_only_read_and_watch_its_faults_configmap(everything: list[Manifest]) -> None:
+def test_the_app_may_only_read_its_faults_configmap_and_get_pods(everything: list[Manifest]) -> None:
     app = _app(everything)
     account = app["spec"]["template"]["spec"]["serviceAccountName"]
     bindings = [
@@ -183,7 +184,9 @@ def test_the_app_may_only_read_and_watch_its_faults_configmap(everything: list[M
             "resources": ["configmaps"],
             "resourceNames": [naming.faults_configmap_name("payflow")],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        # the fault history: this pod's container status, whether another replica's pod exists
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
     ]
 
 
@@ -255,12 +258,15 @@ def test_without_watch_namespaces_the_operator_serves_the_release_namespace() ->
     assert [r["metadata"].get("namespace", "demo") for r in roles] == ["demo"]
 
 
-def test_no_role_grants_secrets_pods_or_wildcards(everything: list[Manifest]) -> None:
+def test_no_role_grants_secrets_exec_or_wildcards(everything: list[Manifest]) -> None:
     for role in find(everything, "Role") + find(everything, "ClusterRole"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]
-            assert not {"secrets", "pods", "pods/exec", "serviceaccounts/token"} & set(rule["resources"])
+            assert not {"secrets", "pods/exec", "pods/log", "serviceaccounts/token"} & set(rule["resources"])
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+            if "pods" in rule["resources"]:  # the app's fault history: get by name, nothing more
+                assert role["metadata"]["name"] == "payflow-app"
+                assert rule["verbs"] == ["get"]
 
 
 def test_uninstall_runs_the_cleanup_job_before_anything_is_deleted(everything: list[Manifest]) -> None:
