@@ -1,18 +1,19 @@
-"""``payflow-operator cleanup``: Helm's pre-delete hook. An uninstall must never leave a
-namespace stuck with incidents whose finalizer nobody will remove, nor faults in force.
+"""``payflow-operator cleanup``: Helm's pre-delete hook. An uninstall leaves no incident of the
+release and no fault in force, whether the operator is there to clear them or not.
 
-1. delete every incident targeting the release;
-2. wait for the running operator to clear them and release their finalizers;
-3. if it does not within the timeout (it is gone, or broken), restore the baseline on the
-   faults ConfigMap, remove the pod-template stamp from the app Deployment, and remove the
-   finalizers itself.
+1. delete every incident targeting the release (no finalizer holds them: they go at once);
+2. wait for the running operator to clear their faults: the faults ConfigMap back at its
+   baseline and naming no incident, no rollout stamp on the app Deployment;
+3. if that does not happen within the timeout (the operator is gone, or broken), restore the
+   baseline and remove the stamp itself, and remove the finalizer ``payflow.dev/clear-faults``
+   that operators before level-based clearing put on incidents, so that none stays behind.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,24 +25,29 @@ from payflow import naming
 from payflow.operator import core
 
 MERGE_PATCH = "application/merge-patch+json"
+UNSTAMP = {naming.DIGEST_ANNOTATION: None, naming.ROLLOUT_INCIDENTS_ANNOTATION: None}
 
 
 @dataclass
 class CleanupReport:
     deleted: list[str] = field(default_factory=list)
-    released_by_operator: bool = True
-    forced: list[str] = field(default_factory=list)
+    cleared_by_operator: bool = True
+    timeout: float = 0.0
     configmap_restored: bool = False
+    unstamped: list[str] = field(default_factory=list)  # Deployments
+    forced: list[str] = field(default_factory=list)  # incidents whose old finalizer was removed
 
     def summary(self) -> str:
-        if not self.deleted:
-            return "no incidents to delete"
-        if self.released_by_operator:
-            return f"deleted {len(self.deleted)} incident(s); the operator cleared them"
+        if self.cleared_by_operator:
+            if not self.deleted:
+                return "no incidents to delete; no faults in force"
+            return f"deleted {len(self.deleted)} incident(s); the operator cleared their faults"
         return (
-            f"deleted {len(self.deleted)} incident(s); the operator did not release "
-            f"{len(self.forced)} in time: baseline restored on the ConfigMap "
-            f"({'changed' if self.configmap_restored else 'already at baseline'}), finalizers removed"
+            f"deleted {len(self.deleted)} incident(s); the operator did not clear the faults within "
+            f"{self.timeout:.0f}s: baseline restored on the ConfigMap "
+            f"({'changed' if self.configmap_restored else 'already at baseline'}), rollout stamp "
+            f"removed from {len(self.unstamped)} Deployment(s), finalizers removed from "
+            f"{len(self.forced)} incident(s)"
         )
 
 
@@ -58,6 +64,89 @@ def restore_patch(configmap: core.ConfigMap) -> dict[str, Any] | None:
     return patch or None
 
 
+def cleared(
+    incidents: Sequence[dict[str, Any]],
+    configmap: core.ConfigMap | None,
+    deployments: Sequence[core.Deployment],
+) -> bool:
+    """Nothing of the release's incidents is left (pure): none exists, the ConfigMap is at its
+    baseline naming none, and no pod template is stamped."""
+    return (
+        not incidents
+        and (configmap is None or restore_patch(configmap) is None)
+        and all(core.template_patch(d, UNSTAMP) is None for d in deployments)
+    )
+
+
+class _Target:
+    """The reads and writes of one release's objects, with the hook's RBAC."""
+
+    def __init__(self, api_client: Any, namespace: str, target: str) -> None:
+        self.api_client = api_client
+        self.namespace = namespace
+        self.target = target
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return dict(self.api_client.sanitize_for_serialization(obj))
+
+    def incidents(self) -> list[dict[str, Any]]:
+        where = (naming.GROUP, naming.VERSION, self.namespace, naming.PLURAL)
+        items = self.custom.list_namespaced_custom_object(*where).get("items", [])
+        return [i for i in items if (i.get("spec") or {}).get("target") == self.target]
+
+    def configmap(self) -> core.ConfigMap | None:
+        try:
+            body = self.core.read_namespaced_config_map(
+                naming.faults_configmap_name(self.target), self.namespace
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return core.ConfigMap.from_body(self._plain(body))
+
+    def deployments(self) -> list[core.Deployment]:
+        found = self.apps.list_namespaced_deployment(
+            self.namespace, label_selector=naming.app_selector(self.target)
+        )
+        return [core.Deployment.from_body(self._plain(d)) for d in found.items]
+
+    def delete_incident(self, name: str) -> bool:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                naming.GROUP, naming.VERSION, self.namespace, naming.PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def drop_finalizer(self, item: dict[str, Any]) -> bool:
+        meta = item["metadata"]
+        if naming.FINALIZER not in (meta.get("finalizers") or []):
+            return False
+        finalizers = [f for f in meta["finalizers"] if f != naming.FINALIZER]
+        try:
+            self.custom.patch_namespaced_custom_object(
+                naming.GROUP,
+                naming.VERSION,
+                self.namespace,
+                naming.PLURAL,
+                meta["name"],
+                {"metadata": {"finalizers": finalizers or None}},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
 def cleanup(
     api_client: Any,
     namespace: str,
@@ -65,69 +154,49 @@ def cleanup(
     timeout: float = 30.0,
     log: Callable[[str], None] = print,
 ) -> CleanupReport:
-    custom = client.CustomObjectsApi(api_client)
-    core_api = client.CoreV1Api(api_client)
-    apps = client.AppsV1Api(api_client)
-    report = CleanupReport()
-
-    def remaining() -> list[dict[str, Any]]:
-        items = custom.list_namespaced_custom_object(naming.GROUP, naming.VERSION, namespace, naming.PLURAL)
-        return [i for i in items.get("items", []) if (i.get("spec") or {}).get("target") == target]
-
-    for item in remaining():
+    release = _Target(api_client, namespace, target)
+    report = CleanupReport(timeout=timeout)
+    for item in release.incidents():
         name = item["metadata"]["name"]
-        try:
-            custom.delete_namespaced_custom_object(
-                naming.GROUP, naming.VERSION, namespace, naming.PLURAL, name
-            )
+        if release.delete_incident(name):
             report.deleted.append(name)
             log(f"deleted {naming.KIND} {namespace}/{name}")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
     deadline = time.monotonic() + timeout
-    left = remaining()
-    while left and time.monotonic() < deadline:
+    while True:
+        if cleared(release.incidents(), release.configmap(), release.deployments()):
+            return report
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.2)
-        left = remaining()
-    if not left:
-        return report
 
-    report.released_by_operator = False
-    log(f"the operator did not release {len(left)} incident(s) within {timeout:.0f}s; cleaning up directly")
-    try:
-        body = core_api.read_namespaced_config_map(naming.faults_configmap_name(target), namespace)
-        cm = core.ConfigMap.from_body(api_client.sanitize_for_serialization(body))
-        patch = restore_patch(cm)
-        if patch:
-            core_api.patch_namespaced_config_map(cm.name, namespace, patch, _content_type=MERGE_PATCH)
-            report.configmap_restored = True
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-    unstamp = {naming.DIGEST_ANNOTATION: None, naming.ROLLOUT_INCIDENTS_ANNOTATION: None}
-    for dep in apps.list_namespaced_deployment(namespace, label_selector=naming.app_selector(target)).items:
-        deployment = core.Deployment.from_body(api_client.sanitize_for_serialization(dep))
-        patch = core.template_patch(deployment, unstamp)
-        if patch:
-            apps.patch_namespaced_deployment(deployment.name, namespace, patch, _content_type=MERGE_PATCH)
-    for item in left:
-        meta = item["metadata"]
-        finalizers = [f for f in meta.get("finalizers") or [] if f != naming.FINALIZER]
-        try:
-            custom.patch_namespaced_custom_object(
-                naming.GROUP,
-                naming.VERSION,
-                namespace,
-                naming.PLURAL,
-                meta["name"],
-                {"metadata": {"finalizers": finalizers or None}},
-                _content_type=MERGE_PATCH,
+    report.cleared_by_operator = False
+    log(f"the operator did not clear the faults of {target} within {timeout:.0f}s; clearing them directly")
+    configmap = release.configmap()
+    patch = restore_patch(configmap) if configmap is not None else None
+    if configmap is not None and patch:
+        release.core.patch_namespaced_config_map(configmap.name, namespace, patch, _content_type=MERGE_PATCH)
+        report.configmap_restored = True
+    for deployment in release.deployments():
+        unstamp = core.template_patch(deployment, UNSTAMP)
+        if unstamp:
+            release.apps.patch_namespaced_deployment(
+                deployment.name, namespace, unstamp, _content_type=MERGE_PATCH
             )
-            report.forced.append(meta["name"])
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-    log(json.dumps({"forced": report.forced, "configmapRestored": report.configmap_restored}))
+            report.unstamped.append(deployment.name)
+    for item in release.incidents():  # held by an old operator's finalizer, or created meanwhile
+        name = item["metadata"]["name"]
+        if not item["metadata"].get("deletionTimestamp") and release.delete_incident(name):
+            report.deleted.append(name)
+        if release.drop_finalizer(item):
+            report.forced.append(name)
+    log(
+        json.dumps(
+            {
+                "forced": report.forced,
+                "configmapRestored": report.configmap_restored,
+                "unstamped": report.unstamped,
+            }
+        )
+    )
     return report

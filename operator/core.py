@@ -5,6 +5,11 @@ what the API server says about the namespace, the faults ConfigMap, the app Depl
 every incident naming the target, and returns what to write: the ConfigMap's ``INJECT_*``
 keys and annotations, the pod-template annotations of the Deployments, each incident's
 status and the Events that tell a reader what happened.
+
+Clearing is level-based: the faults in force are always the merge of the incidents that exist
+now, and the ConfigMap's ``payflow.dev/incidents`` annotation records which incidents it
+holds, so a deleted incident is cleared by the next reconcile of its target, whenever it runs
+(no finalizer: see docs/incidents.md, "Deletion").
 """
 
 from __future__ import annotations
@@ -108,11 +113,14 @@ class Incident:
 
     @property
     def ref(self) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{naming.GROUP}/{naming.VERSION}",
-            "kind": naming.KIND,
-            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
-        }
+        return incident_ref(self.namespace, self.name, self.uid)
+
+
+def incident_ref(namespace: str, name: str, uid: str = "") -> dict[str, Any]:
+    """What an Event about an incident names (the uid only when known: an incident deleted
+    while the operator was away is known by its name alone)."""
+    metadata = {"name": name, "namespace": namespace, **({"uid": uid} if uid else {})}
+    return {"apiVersion": f"{naming.GROUP}/{naming.VERSION}", "kind": naming.KIND, "metadata": metadata}
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,32 @@ class Target:
     opted_in: bool
     configmap: ConfigMap | None
     deployments: tuple[Deployment, ...] = ()
+
+
+def namespace_closing(body: Mapping[str, Any] | None) -> bool:
+    """The namespace is gone (None) or being deleted: everything in it goes with it, so there
+    is nothing to write there (and its objects may already be gone, its RBAC with them)."""
+    if body is None:
+        return True
+    meta = body.get("metadata") or {}
+    return bool(meta.get("deletionTimestamp")) or (body.get("status") or {}).get("phase") == "Terminating"
+
+
+def namespace_opted_in(body: Mapping[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(naming.OPT_IN_LABEL) == naming.OPT_IN_VALUE)
+
+
+def configmap_release(name: str, labels: Mapping[str, str]) -> str | None:
+    """The release whose faults ConfigMap ``name`` is: its instance label when the name
+    agrees, else the name without the suffix; None for another ConfigMap."""
+    release = labels.get(naming.INSTANCE_LABEL)
+    if release and naming.faults_configmap_name(release) == name:
+        return release
+    suffix = naming.faults_configmap_name("")
+    if name.endswith(suffix) and len(name) > len(suffix):
+        return name[: -len(suffix)]
+    return None
 
 
 # --- one incident ---------------------------------------------------------------------------
@@ -440,6 +474,30 @@ def sources_annotation(merged: vocab.Merged, expiries: Mapping[str, datetime | N
     return json.dumps(sources, sort_keys=True, separators=(",", ":"))
 
 
+def held_by(
+    configmap: ConfigMap | None, deployments: Sequence[Deployment] = ()
+) -> dict[str, tuple[str, ...]]:
+    """The incidents whose faults the target holds, as the operator last wrote them: each
+    name with its faults, from the ConfigMap's sources annotation, and the rollout incidents
+    named on the pod templates. A garbled annotation names none (the next write replaces it)."""
+    held: dict[str, set[str]] = {}
+    raw = configmap.annotations.get(naming.SOURCES_ANNOTATION) if configmap is not None else None
+    try:
+        sources = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        sources = {}
+    for fault, entries in sources.items() if isinstance(sources, dict) else ():
+        for entry in entries if isinstance(entries, list) else ():
+            name = entry.get("incident") if isinstance(entry, dict) else None
+            if name and isinstance(name, str):
+                held.setdefault(name, set()).add(str(fault))
+    for deployment in deployments:
+        names = deployment.template_annotations.get(naming.ROLLOUT_INCIDENTS_ANNOTATION) or ""
+        for name in filter(None, (n.strip() for n in names.split(","))):
+            held.setdefault(name, set())
+    return {name: tuple(sorted(faults, key=_fault_rank)) for name, faults in held.items()}
+
+
 def template_annotations(
     baseline: vocab.FaultSet, rollout: Sequence[tuple[str, vocab.FaultSet]]
 ) -> dict[str, str | None]:
@@ -500,6 +558,16 @@ class IncidentPlan:
 
 
 @dataclass(frozen=True)
+class Cleared:
+    """An incident that is gone (or being deleted) whose faults the target still held: this
+    reconcile clears them."""
+
+    name: str
+    faults: tuple[str, ...]
+    event: Event
+
+
+@dataclass(frozen=True)
 class TargetPlan:
     """Everything one reconcile of a target writes."""
 
@@ -509,11 +577,15 @@ class TargetPlan:
     merged: vocab.FaultSet | None
     wake_at: datetime | None  # the next expiry, when the target must be looked at again
     pending: bool  # some incident waits for the target (re-check soon)
+    cleared: tuple[Cleared, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
 
 def plan_target(target: Target, incidents: Iterable[Incident], now: datetime) -> TargetPlan:
-    """Decide every incident of one target and the writes that make the target match."""
+    """Decide every incident of one target and the writes that make the target match.
+
+    Only the incidents that exist (and are not being deleted) count: the faults of one that is
+    gone are cleared because it is not there, whether its deletion was seen or not."""
     live = [i for i in incidents if not i.deleting and i.target == target.name]
     cm = target.configmap
     baseline_env: dict[str, str] = {}
@@ -575,6 +647,15 @@ def plan_target(target: Target, incidents: Iterable[Incident], now: datetime) ->
             if patch is not None:
                 deployment_patches.append((deployment, patch))
 
+    cleared: list[Cleared] = []
+    if baseline_error is None:
+        existing = {i.name for i in live}
+        for name, faults in sorted(held_by(cm, target.deployments).items()):
+            if name not in existing:
+                what = ",".join(faults) or "its faults"
+                event = Event("Normal", "Cleared", f"Deleted: {what} cleared on {target.name}.")
+                cleared.append(Cleared(name, faults, event))
+
     expiries = [d.expires_at for _, d in active if d.expires_at is not None]
     return TargetPlan(
         configmap_patch=cm_patch,
@@ -583,4 +664,5 @@ def plan_target(target: Target, incidents: Iterable[Incident], now: datetime) ->
         merged=merged_set,
         wake_at=min(expiries) if expiries else None,
         pending=any(p.decision.phase is Phase.PENDING for p in plans),
+        cleared=tuple(cleared),
     )

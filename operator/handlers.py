@@ -1,5 +1,10 @@
 """The kopf registrations: thin. Each one asks for a reconcile of a target and, when it must
-know the outcome (an incident's own handlers), waits for it. Decisions live in ``core``."""
+know the outcome (an incident's own handlers), waits for it. Decisions live in ``core``.
+
+No handler holds a finalizer: a deleted incident is cleared by the reconcile its deletion asks
+for, or, if the operator missed it, by the one its target's ConfigMap asks for at start-up (it
+still names the incident). So nothing the operator does, or fails to do, can keep an incident,
+or its namespace, from going (docs/incidents.md, "Deletion")."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Any, cast
 import kopf
 
 from payflow import naming
-from payflow.operator import core
+from payflow.operator import core, credentials
 from payflow.operator.kube import Kube, new_api_client
 from payflow.operator.metrics import HttpServer, Metrics
 from payflow.operator.reconciler import Reconciler, TargetKey, TargetWorkers
@@ -53,6 +58,8 @@ def _post_event(ref: dict[str, Any], event: core.Event) -> None:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours: OperatorSettings = memo["settings"]
     settings.peering.standalone = True  # one replica (the chart's Deployment), no peering objects
+    # No handler needs a finalizer, so kopf adds none; naming the one that operators before
+    # level-based clearing added makes kopf remove it from the incidents it sees.
     settings.persistence.finalizer = naming.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=f"operator.{naming.GROUP}")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -74,7 +81,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.label_selectors[CONFIGMAPS] = f"{naming.COMPONENT_LABEL}={naming.FAULTS_COMPONENT}"
     settings.watching.label_selectors[DEPLOYMENTS] = f"{naming.COMPONENT_LABEL}={naming.APP_COMPONENT}"
 
-    kube = Kube(new_api_client())
+    kube = Kube(new_api_client(), reload=new_api_client)
     metrics = Metrics()
     reconciler = Reconciler(kube, metrics, _post_event)
     workers = TargetWorkers(
@@ -84,6 +91,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     http = HttpServer(metrics, ours.operator_host, ours.operator_port)
     await http.start()
     memo["runtime"] = Runtime(ours, kube, metrics, reconciler, workers, http)
+
+
+# Refused credentials (HTTP 401: the ServiceAccount deleted with its namespace, or a passing
+# refusal) are read again and retried, paced: kopf's default login would stop the operator, and
+# its pod would crash-loop on the same dead token.
+@kopf.on.login(id="credentials")
+async def login(memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    pacer: credentials.LoginPacer = memo.setdefault("login", credentials.LoginPacer())
+    return await credentials.login(pacer, logger, kopf.login_via_client, **kwargs)
 
 
 @kopf.on.cleanup(id="shutdown")
@@ -118,27 +134,15 @@ async def reconcile_incident(namespace: str | None, spec: kopf.Spec, memo: kopf.
     await _reconcile(memo, namespace, spec)
 
 
-# The finalizer's work: the target is reconciled without the deleted incident (its faults are
-# cleared) before the finalizer goes and the object disappears.
-@kopf.on.delete(*INCIDENTS, id="clear-faults")
-async def clear_faults(
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **_: Any,
+# An incident deleted, or being deleted (held by someone else's finalizer): its target is
+# reconciled without it, which clears its faults. Nothing waits for this: the object is gone
+# already, and a failed reconcile is retried by the target's worker.
+@kopf.on.event(*INCIDENTS, id="clear-faults")
+async def incident_deleted(
+    event: kopf.RawEvent, namespace: str | None, spec: kopf.Spec, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
-    await _reconcile(memo, namespace, spec)
-    if status.get("phase") == core.Phase.ACTIVE.value:
-        incident = core.Incident.from_body(body)
-        reconciler = _runtime(memo).reconciler
-        deployments = reconciler.deployments.get((incident.namespace, incident.target), ())
-        event = core.Event(
-            "Normal", "Cleared", f"Deleted: {status.get('faultNames', '')} cleared on {incident.target}."
-        )
-        reconciler.announce(incident, event, deployments, incident.namespace)
+    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+        _runtime(memo).workers.poke((namespace or "", str(spec.get("target", ""))))
 
 
 # The phase gauge follows what the API server says.
@@ -153,27 +157,35 @@ async def count_phases(
         )
 
 
-# A faults ConfigMap changed: a manual edit of an owned key is put back; a new one activates
-# the incidents that were Pending for it. Our own writes are recognised and skipped.
+# A faults ConfigMap changed, or was listed at start-up: a manual edit of an owned key is put
+# back; a new one activates the incidents that were Pending for it; one that still holds the
+# faults of an incident that is gone (deleted while the operator was away) is cleared. Our own
+# writes are recognised and skipped.
 @kopf.on.event(*CONFIGMAPS, id="watch-faults-configmap")
 async def faults_configmap_changed(
     namespace: str | None,
     name: str,
+    labels: kopf.Labels,
     body: kopf.Body,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
     by_target: kopf.Index[TargetKey, str] = kwargs["by_target"]
+    release = core.configmap_release(name, labels)
+    if release is None:
+        return
     runtime = _runtime(memo)
-    seen = core.configmap_fingerprint(body.get("data") or {}, body.metadata.annotations)
-    for key in list(by_target):
-        ours = key[0] == namespace and naming.faults_configmap_name(key[1]) == name
-        if ours and runtime.reconciler.fingerprints.get(key) != seen:
-            runtime.workers.poke(key)
+    key = (namespace or "", release)
+    configmap = core.ConfigMap.from_body(body)
+    stale = set(core.held_by(configmap)) - set(by_target.get(key, ()))
+    seen = core.configmap_fingerprint(configmap.data, configmap.annotations)
+    if stale or (key in by_target and runtime.reconciler.fingerprints.get(key) != seen):
+        runtime.workers.poke(key)
 
 
 # An app Deployment appeared, went, or its pod-template stamp changed: rollout incidents wait
-# for it, and the stamp is kept as the incidents want it. (Its status churn is ignored.)
+# for it, and the stamp is kept as the incidents want it; a stamp naming an incident that is
+# gone is removed. (Its status churn is ignored.)
 @kopf.on.event(*DEPLOYMENTS, id="watch-app-deployment")
 async def app_deployment_changed(
     event: kopf.RawEvent,
@@ -186,7 +198,8 @@ async def app_deployment_changed(
 ) -> None:
     by_target: kopf.Index[TargetKey, str] = kwargs["by_target"]
     runtime = _runtime(memo)
-    stamp = core.stamp_of(core.Deployment.from_body(body))
+    deployment = core.Deployment.from_body(body)
+    stamp = core.stamp_of(deployment)
     seen_key = (namespace or "", name)
     gone = event.get("type") == "DELETED"
     changed = gone or runtime.stamps.get(seen_key) != stamp
@@ -195,7 +208,8 @@ async def app_deployment_changed(
     else:
         runtime.stamps[seen_key] = stamp
     key = (namespace or "", str(labels.get(naming.INSTANCE_LABEL, "")))
-    if changed and key in by_target:
+    stale = not gone and bool(set(core.held_by(None, (deployment,))) - set(by_target.get(key, ())))
+    if (changed and key in by_target) or stale:
         runtime.workers.poke(key)
 
 

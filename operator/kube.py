@@ -3,6 +3,10 @@
 The official client is synchronous; its calls run in a small thread pool of their own, so the
 kopf event loop never blocks. Bodies are read as plain JSON (``_preload_content=False``): the
 pure core takes dicts, and skipping the model classes saves CPU.
+
+A call the API server refuses (HTTP 401) is made once more with the credentials read again
+(``reload``): a token rewritten in the kubeconfig, or a ServiceAccount token renewed, is used
+from then on, as kopf's own login does (``credentials.py``).
 """
 
 from __future__ import annotations
@@ -51,21 +55,43 @@ def _json(response: Any) -> Any:
 class Kube:
     """Typed wrappers of the calls the operator needs (see the RBAC in docs/incidents.md)."""
 
-    def __init__(self, api_client: Any, workers: int = 8) -> None:
+    def __init__(self, api_client: Any, workers: int = 8, reload: Callable[[], Any] | None = None) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self._reload = reload
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()
 
+    def _renew_token(self) -> bool:
+        """Read the credentials again; whether the token changed (it is then used)."""
+        if self._reload is None:
+            return False
+        fresh = self._reload()
+        fresh.close()  # only its configuration is kept
+        new, ours = fresh.configuration, self.api_client.configuration
+        if (new.api_key, new.api_key_prefix) == (ours.api_key, ours.api_key_prefix):
+            return False
+        # The kubeconfig loader's hook sets the token it loaded before every request: the new
+        # loader's, or the old token would come back at once.
+        ours.api_key, ours.api_key_prefix = dict(new.api_key), dict(new.api_key_prefix)
+        ours.refresh_api_key_hook = new.refresh_api_key_hook
+        return True
+
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
+        call = functools.partial(fn, *args, **kwargs)
         try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+            try:
+                return await loop.run_in_executor(self._pool, call)
+            except ApiException as exc:
+                if exc.status != 401 or not await loop.run_in_executor(self._pool, self._renew_token):
+                    raise
+                return await loop.run_in_executor(self._pool, call)
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(str(exc.reason)) from exc
@@ -73,10 +99,14 @@ class Kube:
 
     # --- reads -----------------------------------------------------------------------------
 
-    async def namespace_opted_in(self, namespace: str) -> bool:
-        body = _json(await self._run(self.core.read_namespace, namespace, _preload_content=False))
-        labels = (body.get("metadata") or {}).get("labels") or {}
-        return bool(labels.get(naming.OPT_IN_LABEL) == naming.OPT_IN_VALUE)
+    async def get_namespace(self, namespace: str) -> dict[str, Any] | None:
+        """The namespace, or None when it does not exist (any more)."""
+        try:
+            return dict(_json(await self._run(self.core.read_namespace, namespace, _preload_content=False)))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def list_incidents(self, namespace: str) -> list[dict[str, Any]]:
         body = _json(

@@ -1,10 +1,11 @@
 """Reconciling one target at a time: read, decide (pure), write.
 
 Every trigger (an incident created, changed, resumed or deleted; the faults ConfigMap or the
-app Deployment changed; a namespace labelled; an expiry due) only *requests* a reconcile of
-its target. Requests for one target are serialized and coalesced: at most one reconcile of a
-target runs, and one more runs after it if anything asked meanwhile. Each reconcile reads the
-whole truth fresh from the API server, so the last one always sees every write before it.
+app Deployment changed, or found holding the faults of an incident that is gone; a namespace
+labelled; an expiry due) only *requests* a reconcile of its target. Requests for one target
+are serialized and coalesced: at most one reconcile of a target runs, and one more runs after
+it if anything asked meanwhile. Each reconcile reads the whole truth fresh from the API server,
+so the last one always sees every write before it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from payflow import naming
 from payflow.operator import core
@@ -158,8 +159,9 @@ class Reconciler:
         # What each target's ConfigMap holds of ours after our last reconcile: a watch event
         # showing exactly that is our own write (or no change), not a manual edit.
         self.fingerprints: dict[TargetKey, str] = {}
-        # The app Deployments each target had at its last reconcile (for the Events of deletion).
-        self.deployments: dict[TargetKey, tuple[core.Deployment, ...]] = {}
+        # The incidents each target had at its last reconcile: the Event of one deleted since
+        # names it with its uid.
+        self.known: dict[TargetKey, dict[str, core.Incident]] = {}
         self.workers: TargetWorkers  # set by the runtime
 
     async def __call__(self, key: TargetKey) -> datetime | None:
@@ -184,23 +186,36 @@ class Reconciler:
 
     async def _once(self, key: TargetKey) -> datetime | None:
         namespace, release = key
-        opted_in, items, cm_body, dep_bodies = await asyncio.gather(
-            self.kube.namespace_opted_in(namespace),
+        ns_body, items, cm_body, dep_bodies = await asyncio.gather(
+            self.kube.get_namespace(namespace),
             self.kube.list_incidents(namespace),
             self.kube.get_configmap(namespace, naming.faults_configmap_name(release)),
             self.kube.list_deployments(namespace, naming.app_selector(release)),
+            return_exceptions=True,
         )
+        if not isinstance(ns_body, BaseException) and core.namespace_closing(ns_body):
+            # Deleted with everything in it (the operator's RoleBinding too, maybe): nothing
+            # to clear, and the other reads may have failed for that reason.
+            log.info("namespace %s is gone or being deleted: nothing to do for release %s", *key)
+            self._forget(key)
+            return None
+        for result in (ns_body, items, cm_body, dep_bodies):
+            if isinstance(result, BaseException):
+                raise result
+        ns_body = cast(dict[str, Any], ns_body)
+        items = cast(list[dict[str, Any]], items)
+        cm_body = cast(dict[str, Any] | None, cm_body)
+        dep_bodies = cast(list[dict[str, Any]], dep_bodies)
         incidents = [core.Incident.from_body(b) for b in items]
         incidents = [i for i in incidents if i.target == release]
         target = core.Target(
             namespace=namespace,
             name=release,
-            opted_in=opted_in,
+            opted_in=core.namespace_opted_in(ns_body),
             configmap=core.ConfigMap.from_body(cm_body) if cm_body is not None else None,
             deployments=tuple(core.Deployment.from_body(b) for b in dep_bodies),
         )
         plan = core.plan_target(target, incidents, self.clock())
-        self.deployments[key] = target.deployments
 
         if target.configmap is not None:
             # Recorded before the write: its watch event may arrive before the response.
@@ -219,27 +234,39 @@ class Reconciler:
         )
         for p in plan.incidents:
             if p.event is not None:
-                self.announce(p.incident, p.event, target.deployments, namespace)
+                self.announce(p.incident.ref, p.event, target.deployments, namespace)
+        known = self.known.get(key, {})
+        for gone in plan.cleared:
+            seen = known.get(gone.name)
+            ref = seen.ref if seen is not None else core.incident_ref(namespace, gone.name)
+            self.announce(ref, gone.event, target.deployments, namespace)
         if plan.pending:
             self.workers.schedule_pending(key)
-        if not incidents:
-            self.workers.forget(key)
-            self.fingerprints.pop(key, None)
-            self.deployments.pop(key, None)
+        if incidents:
+            self.known[key] = {i.name: i for i in incidents}
+        else:
+            self._forget(key)
         return plan.wake_at
+
+    def _forget(self, key: TargetKey) -> None:
+        """A target without incidents: no timers, nothing remembered."""
+        self.workers.forget(key)
+        self.fingerprints.pop(key, None)
+        self.known.pop(key, None)
 
     def announce(
         self,
-        incident: core.Incident,
+        ref: dict[str, Any],
         event: core.Event,
         deployments: tuple[core.Deployment, ...],
         namespace: str,
     ) -> None:
-        """Post ``event`` on the incident and, for RCA tools, on the app Deployments."""
-        log.info("%s/%s: %s: %s", namespace, incident.name, event.reason, event.message)
-        self.events(incident.ref, event)
+        """Post ``event`` on the incident ``ref`` and, for RCA tools, on the app Deployments."""
+        name = ref["metadata"]["name"]
+        log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
+        self.events(ref, event)
         for deployment in deployments:
             self.events(
                 deployment.ref(namespace),
-                core.Event(event.type, event.reason, f"{naming.KIND} {incident.name}: {event.message}"),
+                core.Event(event.type, event.reason, f"{naming.KIND} {name}: {event.message}"),
             )

@@ -232,7 +232,7 @@ class Cluster:
 @pytest.fixture
 def cluster(kubectl: Kubectl, namespace: str, crd: str) -> Iterator[Cluster]:
     """The test namespace, opted in to fault injection. Afterwards the incidents left in it lose
-    their finalizer, so the namespace can go even when no operator runs any more."""
+    any finalizer a test gave them (as an earlier operator did), so the namespace goes."""
     c = Cluster(kubectl, namespace)
     c.label_namespace(True)
     yield c

@@ -90,6 +90,7 @@ def test_operator_works_with_exactly_the_charts_rbac(
 
     release.delete(naming.PLURAL, "rbac-rollout", wait=True)
     release.delete(naming.PLURAL, "rbac-live", wait=True)
-    assert release.faults() == expected()
+    wait_for(lambda: release.faults() == expected(), 5, "the baseline back")
+    wait_for(lambda: "Cleared" in release.event_reasons("payflow-api"), 10, "Cleared events posted")
     assert "Forbidden" not in operator.process.log_tail(400)
     assert "forbidden" not in operator.process.log_tail(400)

@@ -1,6 +1,7 @@
 """The operator killed with SIGKILL while incidents are active: one is deleted and one expires
 while it is down. Within 10 s of its restart the ConfigMap holds the merge of the incidents
-still active, and nothing is stuck."""
+still active, and nothing is stuck. Incidents an earlier operator marked with its finalizer
+lose it on sight."""
 
 from __future__ import annotations
 
@@ -33,26 +34,54 @@ def test_sigkill_delete_and_expiry_while_down(operator: Operator, release: Clust
     wait_for(lambda: not operator.process.running, 10, "the operator to die")
     operator.stop()
 
-    release.delete(naming.PLURAL, "gone")  # stays Terminating: the finalizer holds it
-    assert release.incident("gone") is not None
+    release.delete(naming.PLURAL, "gone", wait=True)  # no finalizer: gone at once, operator or not
+    assert release.incident("gone") is None
     wait_for(lambda: datetime.now(UTC) > expires_at, 10, "the short incident's time to run out")
     assert release.faults() == expected(KEEP, GONE, SHORT)  # nobody changed anything meanwhile
 
     restarted = time.monotonic()
     operator.start()
     wait_for(
-        lambda: (
-            release.faults() == expected(KEEP)
-            and release.incident("gone") is None
-            and release.phase("short") == "Expired"
-        ),
+        lambda: release.faults() == expected(KEEP) and release.phase("short") == "Expired",
         10,
         "the ConfigMap to equal the merge of the incidents still active",
     )
     assert time.monotonic() - restarted < 10
     assert release.phase("keep") == "Active"
+    # The ConfigMap named the deleted incident: that is how the operator knew what to clear.
+    cleared = wait_for(
+        lambda: [e for e in release.events("gone") if e.get("reason") == "Cleared"], 10, "a Cleared event"
+    )
+    assert cleared[0]["message"] == "Deleted: errorRate cleared on payflow."
     short = release.incident("short")
     assert short is not None
-    assert naming.FINALIZER in short["metadata"]["finalizers"]  # still ours until deleted
+    assert not short["metadata"].get("finalizers")
     release.delete(naming.PLURAL, "short", wait=True)
-    assert release.faults() == expected(KEEP)
+    assert release.faults() == expected(KEEP)  # an Expired incident held nothing
+
+
+def test_the_finalizer_of_an_earlier_operator_is_removed(operator: Operator, release: Cluster) -> None:
+    # As operators before level-based clearing left them: with `payflow.dev/clear-faults`.
+    legacy = incident("legacy", KEEP)
+    legacy["metadata"]["finalizers"] = [naming.FINALIZER, "example.com/someone-else"]
+    release.apply(legacy)
+    wait_for(lambda: release.phase("legacy") == "Active", 10, "Active")
+    wait_for(
+        lambda: release.incident("legacy")["metadata"].get("finalizers") == ["example.com/someone-else"],  # type: ignore[index]
+        10,
+        "our old finalizer removed, someone else's kept",
+    )
+    # Held by someone else's finalizer, it is being deleted: its faults are cleared all the same.
+    release.delete(naming.PLURAL, "legacy")
+    wait_for(lambda: release.faults() == expected(), 5, "the baseline back while it is still Terminating")
+    assert release.incident("legacy") is not None
+    release.kubectl(
+        "patch",
+        f"{naming.PLURAL}/legacy",
+        "-n",
+        release.namespace,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+    )
+    wait_for(lambda: release.incident("legacy") is None, 10, "the incident gone")

@@ -71,7 +71,7 @@ def test_rollout_makes_a_revision_and_ending_rolls_back(operator: Operator, rele
     assert good["metadata"]["name"] == baseline_rs["metadata"]["name"]
     assert _template(good) == _template(baseline_rs)
     assert naming.DIGEST_ANNOTATION not in (good["spec"]["template"]["metadata"].get("annotations") or {})
-    assert release.faults() == expected()
+    wait_for(lambda: release.faults() == expected(), 5, "the baseline back")
     wait_for(
         lambda: {"Injected", "Cleared"} <= release.event_reasons("payflow-api"),
         10,

@@ -9,8 +9,8 @@ import pytest
 from payflow import faults as vocab
 from payflow import naming
 from payflow.operator import main
-from payflow.operator.cleanup import restore_patch
-from payflow.operator.core import ConfigMap
+from payflow.operator.cleanup import CleanupReport, cleared, restore_patch
+from payflow.operator.core import ConfigMap, Deployment
 from payflow.operator.settings import OperatorSettings
 
 
@@ -56,3 +56,34 @@ def test_restore_patch_returns_to_the_baseline() -> None:
         "payflow-faults", {**baseline, "OTHER": "x"}, {naming.BASELINE_ANNOTATION: json.dumps(baseline)}
     )
     assert restore_patch(at_baseline) is None
+
+
+def test_a_release_is_cleared_when_nothing_of_its_incidents_is_left() -> None:
+    baseline = vocab.FaultSet.from_env({"INJECT_CPU_BURN": "true"}).to_env()
+    annotations = {naming.BASELINE_ANNOTATION: json.dumps(baseline), naming.SOURCES_ANNOTATION: "{}"}
+    at_baseline = ConfigMap("payflow-faults", {**baseline, "OTHER": "x"}, annotations)
+    plain = Deployment("payflow-api", "u", {"kept": "yes"})
+    assert cleared([], at_baseline, [plain])
+    assert cleared([], None, [])  # no ConfigMap, no Deployment: nothing can hold a fault
+    assert not cleared([{"metadata": {"name": "left"}}], at_baseline, [plain])
+    held = ConfigMap(
+        "payflow-faults",
+        {**baseline, "INJECT_PANIC": "true"},
+        {**annotations, naming.SOURCES_ANNOTATION: '{"panic":[{"incident":"p","expiresAt":null}]}'},
+    )
+    assert not cleared([], held, [plain])
+    stamped = Deployment("payflow-api", "u", {naming.DIGEST_ANNOTATION: "abc"})
+    assert not cleared([], at_baseline, [stamped])
+
+
+def test_the_cleanup_summary_says_who_cleared() -> None:
+    assert CleanupReport().summary() == "no incidents to delete; no faults in force"
+    assert "the operator cleared their faults" in CleanupReport(deleted=["a", "b"]).summary()
+    forced = CleanupReport(
+        deleted=["a"], cleared_by_operator=False, timeout=2, configmap_restored=True, unstamped=["d"]
+    )
+    assert forced.summary() == (
+        "deleted 1 incident(s); the operator did not clear the faults within 2s: baseline restored "
+        "on the ConfigMap (changed), rollout stamp removed from 1 Deployment(s), finalizers removed "
+        "from 0 incident(s)"
+    )

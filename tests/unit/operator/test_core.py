@@ -346,3 +346,88 @@ def test_rollout_stamps_the_pod_template_and_removing_it_restores_the_baseline()
 def test_a_live_incident_does_not_restart_the_pods() -> None:
     plan = core.plan_target(target(), [body("live", {"panic": {}})], NOW)
     assert plan.deployment_patches == ()
+
+
+# --- deletion: level-based clearing -------------------------------------------------------------
+
+
+def held_configmap(sources: str) -> core.ConfigMap:
+    """The ConfigMap as the operator leaves it with latency from "a" and oom from "a" and "b"."""
+    data = {**BASELINE_ENV, "INJECT_OOM": "true", "INJECT_OOM_GROWTH_KIB_PER_REQUEST": "256", "OTHER": "x"}
+    annotations = {naming.BASELINE_ANNOTATION: json.dumps(BASELINE_ENV), naming.SOURCES_ANNOTATION: sources}
+    return configmap(data=data, annotations=annotations)
+
+
+SOURCES = json.dumps(
+    {
+        "oom": [{"incident": "a", "expiresAt": None}, {"incident": "b", "expiresAt": None}],
+        "latency": [{"incident": "a", "expiresAt": None}],
+    }
+)
+
+
+def test_held_by_reads_the_sources_annotation_and_the_rollout_stamp() -> None:
+    stamped = core.Deployment("payflow-api", "d", {naming.ROLLOUT_INCIDENTS_ANNOTATION: "b,c"})
+    assert core.held_by(held_configmap(SOURCES), (stamped,)) == {
+        "a": ("oom", "latency"),  # in the vocabulary's order
+        "b": ("oom",),
+        "c": (),
+    }
+    assert core.held_by(None) == {}
+    for garbled in ("not json", "[1, 2]", '{"oom": "a"}', '{"oom": [{"incident": 3}, "x"]}', "{}"):
+        assert core.held_by(held_configmap(garbled)) == {}, garbled
+
+
+def test_an_incident_gone_without_a_trace_is_cleared_and_announced() -> None:
+    # The operator never saw "b" go (it was away): "b" is simply not there any more.
+    a = body("a", {"oom": {}, "latency": {"delayMs": 5}}, status=active_status(NOW))
+    plan = core.plan_target(target(cm=held_configmap(SOURCES)), [a], NOW)
+    assert [(c.name, c.faults) for c in plan.cleared] == [("b", ("oom",))]
+    assert plan.cleared[0].event == core.Event("Normal", "Cleared", "Deleted: oom cleared on payflow.")
+    assert plan.configmap_patch is not None
+    sources = json.loads(plan.configmap_patch["metadata"]["annotations"][naming.SOURCES_ANNOTATION])
+    assert [s["incident"] for s in sources["oom"]] == ["a"]
+
+
+def test_every_incident_gone_restores_the_baseline_and_announces_each() -> None:
+    plan = core.plan_target(target(cm=held_configmap(SOURCES)), [body("b", deleting=True)], NOW)
+    assert [c.name for c in plan.cleared] == ["a", "b"]  # "b" is being deleted: it counts as gone
+    assert plan.merged == vocab.FaultSet.from_env(BASELINE_ENV)
+    assert plan.configmap_patch is not None
+    assert plan.configmap_patch["metadata"]["annotations"] == {naming.SOURCES_ANNOTATION: "{}"}
+    at_baseline = configmap(annotations={**configmap().annotations, naming.SOURCES_ANNOTATION: "{}"})
+    settled = core.plan_target(target(cm=at_baseline), [], NOW)
+    assert settled.cleared == ()
+    assert settled.configmap_patch is None
+
+
+def test_incidents_that_end_otherwise_are_not_announced_as_deleted() -> None:
+    expired = body("a", status={"phase": "Expired", "endedAt": format_time(NOW)})
+    refused = core.plan_target(target(opted_in=False, cm=held_configmap(SOURCES)), [expired, body("b")], NOW)
+    assert refused.cleared == ()
+    assert refused.configmap_patch is not None  # opted out: the baseline goes back all the same
+
+
+def test_nothing_is_announced_when_the_baseline_is_rejected() -> None:
+    cm = held_configmap(SOURCES)
+    bad = core.ConfigMap(cm.name, cm.data, {**cm.annotations, naming.BASELINE_ANNOTATION: "nope"})
+    plan = core.plan_target(target(cm=bad), [], NOW)
+    assert plan.configmap_patch is None
+    assert plan.cleared == ()
+
+
+def test_a_namespace_gone_or_terminating_is_closing() -> None:
+    assert core.namespace_closing(None)
+    assert core.namespace_closing({"metadata": {"deletionTimestamp": "2026-11-26T10:00:00Z"}})
+    assert core.namespace_closing({"metadata": {}, "status": {"phase": "Terminating"}})
+    assert not core.namespace_closing({"metadata": {"name": "demo"}, "status": {"phase": "Active"}})
+    assert core.namespace_opted_in({"metadata": {"labels": {naming.OPT_IN_LABEL: naming.OPT_IN_VALUE}}})
+    assert not core.namespace_opted_in({"metadata": {}})
+
+
+def test_the_release_of_a_faults_configmap() -> None:
+    assert core.configmap_release("payflow-faults", {naming.INSTANCE_LABEL: "payflow"}) == "payflow"
+    assert core.configmap_release("shop-faults", {}) == "shop"
+    assert core.configmap_release("shop-faults", {naming.INSTANCE_LABEL: "other"}) == "shop"
+    assert core.configmap_release("-faults", {}) is None
+    assert core.configmap_release("payflow-config", {naming.INSTANCE_LABEL: "payflow"}) is None
