@@ -13,7 +13,7 @@ import pytest
 
 from payflow import naming
 from payflow.operator.durations import parse_time
-from tests.integration.operator.conftest import Cluster, Operator, expected, incident
+from tests.integration.operator.conftest import BASELINE, Cluster, Operator, expected, incident
 from tests.support import wait_for
 
 KEEP = {"latency": {"delayMs": 250}}
@@ -58,6 +58,41 @@ def test_sigkill_delete_and_expiry_while_down(operator: Operator, release: Clust
     assert not short["metadata"].get("finalizers")
     release.delete(naming.PLURAL, "short", wait=True)
     assert release.faults() == expected(KEEP)  # an Expired incident held nothing
+
+
+def test_the_last_incidents_deleted_while_down_are_cleared_on_return(
+    operator: Operator, release: Cluster
+) -> None:
+    """No incident is left to resume: only the ConfigMap and the pod template, which still name
+    the deleted incidents, tell the operator what to clear when it comes back."""
+    release.apply(incident("live", KEEP))
+    release.apply(incident("rolled", {"oom": {}}, delivery="rollout"))
+    wait_for(lambda: release.faults() == expected(KEEP, {"oom": {}}), 10, "both merged")
+    wait_for(lambda: naming.DIGEST_ANNOTATION in _stamp(release), 10, "the rollout stamp")
+    operator.process.send_signal(signal.SIGKILL)
+    wait_for(lambda: not operator.process.running, 10, "the operator to die")
+    operator.stop()
+
+    release.delete(naming.PLURAL, "live", wait=True)
+    release.delete(naming.PLURAL, "rolled", wait=True)
+    assert release.faults() == expected(KEEP, {"oom": {}})  # nobody cleared anything meanwhile
+
+    restarted = time.monotonic()
+    operator.start()
+    wait_for(
+        lambda: release.faults() == BASELINE and naming.DIGEST_ANNOTATION not in _stamp(release),
+        10,
+        "the baseline back and the pod template unstamped",
+    )
+    assert time.monotonic() - restarted < 10
+    for name in ("live", "rolled"):
+        wait_for(lambda n=name: "Cleared" in release.event_reasons(n), 10, f"a Cleared event for {name}")
+
+
+def _stamp(cluster: Cluster) -> dict[str, str]:
+    body = cluster.get("deployment", "payflow-api")
+    assert body is not None
+    return dict(body["spec"]["template"]["metadata"].get("annotations") or {})
 
 
 def test_the_finalizer_of_an_earlier_operator_is_removed(operator: Operator, release: Cluster) -> None:
