@@ -32,6 +32,7 @@ from tests.integration.operator.lab import (
     example,
     get_json,
     incidents,
+    kubectl_for,
     wait_namespace_gone,
 )
 from tests.support import wait_for
@@ -144,9 +145,10 @@ def operator_in_lab(lab: Lab) -> Iterator[Process]:
 
 
 def test_deleting_the_namespace_with_active_incidents_is_done_within_a_minute(
-    lab: Lab, operator_in_lab: Process
+    lab: Lab, operator_in_lab: Process, kubeconfig: Path
 ) -> None:
     ns = lab.namespace
+    user = kubectl_for(kubeconfig)  # as the e2e suite calls the helpers
     active = apply_active(
         lab.kubectl, ns, [example("latency.yaml", ns), example("caching-incident.yaml", ns)]
     )
@@ -154,8 +156,8 @@ def test_deleting_the_namespace_with_active_incidents_is_done_within_a_minute(
     assert all(not i["metadata"].get("finalizers") for i in active)  # nothing of ours can hold them
     assert lab.configmap_data()["INJECT_LATENCY_MS"] == "5000"
 
-    lab.kubectl("delete", "namespace", ns, "--wait=false")
-    took = wait_namespace_gone(lab.kubectl, ns, GONE_WITHIN_S)
+    user("delete", "namespace", ns, "--wait=false")
+    took = wait_namespace_gone(user, ns, GONE_WITHIN_S)
     print(f"namespace {ns} with 2 Active incidents gone {took:.1f}s after the delete request")
 
     log = operator_in_lab.log_path.read_text(errors="replace")

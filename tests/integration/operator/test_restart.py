@@ -85,8 +85,9 @@ def test_the_last_incidents_deleted_while_down_are_cleared_on_return(
         "the baseline back and the pod template unstamped",
     )
     assert time.monotonic() - restarted < 10
-    for name in ("live", "rolled"):
-        wait_for(lambda n=name: "Cleared" in release.event_reasons(n), 10, f"a Cleared event for {name}")
+    wait_for(
+        lambda: all("Cleared" in release.event_reasons(n) for n in ("live", "rolled")), 10, "Cleared events"
+    )
 
 
 def _stamp(cluster: Cluster) -> dict[str, str]:
