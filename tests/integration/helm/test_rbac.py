@@ -15,7 +15,7 @@ OPERATOR_MAY = [
     ("get", INCIDENTS),
     ("list", INCIDENTS),
     ("watch", INCIDENTS),
-    ("patch", INCIDENTS),  # finalizers, kopf's progress annotations
+    ("patch", INCIDENTS),  # kopf's progress annotations; removing an earlier operator's finalizer
     ("patch", INCIDENTS, "--subresource=status"),
     ("update", INCIDENTS, "--subresource=status"),
     ("get", "configmaps"),
