@@ -126,7 +126,8 @@ class NodeDemo:
     def pod_names(self) -> list[str]:
         return sorted(p["metadata"]["name"] for p in self.pods() if p["status"].get("phase") != "Succeeded")
 
-    def wait_pods_ready(self, timeout: float = READY_TIMEOUT) -> None:
+    def wait_pods_ready(self, timeout: float | None = None) -> None:
+        timeout = READY_TIMEOUT if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             pods = self.pods()

@@ -141,3 +141,13 @@ def test_every_object_names_the_release_namespace(namespace: str) -> None:
             assert m["metadata"]["namespace"] in watched, where  # the operator's, one per watched namespace
         else:
             assert m["metadata"].get("namespace") == namespace, where
+
+
+def test_no_pod_gets_docker_link_variables(everything: list[Manifest]) -> None:
+    # Found on the node: the Service `payflow` made the kubelet set PAYFLOW_PORT=tcp://10.96.x.y:80
+    # in every pod of the namespace, and the app (settings prefix PAYFLOW_) crashed reading it as
+    # its port. No pod of the chart needs those variables: DNS names the Services.
+    pods = list(pod_specs(everything))
+    assert pods
+    for owner, spec in pods:
+        assert spec.get("enableServiceLinks") is False, owner["metadata"]["name"]
