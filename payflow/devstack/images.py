@@ -8,8 +8,9 @@ a hash of everything the image is made from: an archive whose key is there is no
 ==========  ======================================================  =============================
 image       made from                                               tagged (as the chart names it)
 ==========  ======================================================  =============================
-base        Debian bookworm packages (mmdebstrap --variant=minbase)  (none: stands in for the
-            with python3, python3-venv, ca-certificates              Dockerfiles' python image)
+base        Debian bookworm packages (mmdebstrap --variant=minbase)  localhost/payflow/python:3-
+            with python3, python3-venv, ca-certificates              bookworm (stands in for the
+                                                                     Dockerfiles' python image)
 app         Dockerfile.app on the base (buildah bud, chroot)         payflow-app:<appVersion> and
                                                                      every values-*.yaml app tag
 operator    Dockerfile.operator on the base                          payflow-operator:<appVersion>
@@ -1298,10 +1299,14 @@ def machine_pip_setup() -> PipSetup:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def _locked(directory: Path, log: Callable[[str], None]) -> Iterator[None]:
     """One build at a time in a cache directory."""
     with (directory / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another build of the images in {directory} to end")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
@@ -1329,7 +1334,7 @@ def build_all(
     for sub in ("logs", "tmp"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     builder = Builder(directory, log)
-    with _locked(directory):
+    with _locked(directory, log):
         for leftover in (directory / "tmp").iterdir():  # of a killed build
             _remove(leftover)
         planned = current_plan(names, force, directory)
