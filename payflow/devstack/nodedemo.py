@@ -89,8 +89,9 @@ class NodeDemo:
         built = images.build_all(log=log)
         fresh = [b for b in built if not b.cached]
         step(f"images ready ({len(built)}, {len(fresh)} built, the rest cached by input hash)")
-        imported = images.import_images([b.archive for b in built], self.stack.ctr_command, log=log)
-        self.images = [t for b in built for t in b.tags]
+        offered = [b for b in built if b.name != "base"]  # the base is an input of builds only
+        imported = images.import_images([b.archive for b in offered], self.stack.ctr_command, log=log)
+        self.images = [t for b in offered for t in b.tags]
         step(f"images offered to the node's containerd ({len(imported)} imported): {', '.join(self.images)}")
         self.wait_node_ready()
         step(f"node {node.NODE_NAME} Ready")

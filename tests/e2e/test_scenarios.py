@@ -81,9 +81,24 @@ def current_template_hash(c: Cluster) -> str:
     return str(pods[0]["metadata"]["labels"]["pod-template-hash"])
 
 
+def wait_steady(c: Cluster, timeout: float = ROLLOUT_DEADLINE) -> list[dict[str, Any]]:
+    """The app as the chart asks for it: every replica Ready, none terminating (a previous test's
+    faults may have restarted or replaced pods)."""
+
+    def probe() -> list[dict[str, Any]] | None:
+        pods = c.app_pods()
+        replicas = c.json("get", "deployment", RELEASE)["spec"]["replicas"]
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        ok = len(pods) == len(live) == replicas and all(is_ready(p) for p in live)
+        return live if ok else None
+
+    return wait_for(probe, timeout=timeout, interval=1.0, what="every app replica Ready")
+
+
 @pytest.fixture
 def incident(cluster: Cluster) -> Iterator[Callable[..., str]]:
     made: list[str] = []
+    wait_steady(cluster)
 
     def apply(faults: str, delivery: str = "live") -> str:
         name = f"e2e-{uuid.uuid4().hex[:8]}"
@@ -112,6 +127,7 @@ def incident(cluster: Cluster) -> Iterator[Callable[..., str]]:
 
 
 def test_the_seed_caching_incident_ooms_and_the_lkg_rollback_heals(cluster: Cluster) -> None:
+    wait_steady(cluster)
     good = current_template_hash(cluster)
     before = set(app_replicasets(cluster))
     cluster.sh("helm upgrade payflow ./helm/payflow -n demo -f ./helm/payflow/values-buggy.yaml")
@@ -127,6 +143,7 @@ def test_the_seed_caching_incident_ooms_and_the_lkg_rollback_heals(cluster: Clus
 
 
 def test_the_caching_incident_example_ooms_and_its_deletion_rolls_back(cluster: Cluster) -> None:
+    wait_steady(cluster)
     good = current_template_hash(cluster)
     cluster.sh("kubectl apply -f examples/incidents/caching-incident.yaml")
     try:
