@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 STACK  := $(VENV)/bin/payflow-stack
 PYTEST_ARGS ?=
 
-.PHONY: help tools system-tools go-tools venv checkov-venv up down status demo lint fmt test test-unit \
+.PHONY: help tools system-tools go-tools venv checkov-venv node-images up down status demo lint fmt test test-unit \
         test-integration e2e bench clean
 
 help: ## list the targets
@@ -54,6 +54,9 @@ up: tools ## start the local stack in the background; writes .payflow/env
 
 down: ## stop everything `make up` started
 	@if [ -x $(STACK) ]; then $(STACK) down; else echo "nothing was running"; fi
+
+node-images: venv ## the node's images without Docker: base, app, operator, PostgreSQL, Redis, pause (cached by input hash)
+	@$(STACK) images
 
 status: ## what the local stack runs
 	@$(STACK) status
