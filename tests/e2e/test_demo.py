@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-from payflow.devstack import tools
+from payflow.devstack import hostcfg, tools
+from payflow.devstack.process import pids_mentioning
 from tests.e2e.conftest import NS, RELEASE, Cluster
 from tests.support import wait_for
 
@@ -96,3 +100,47 @@ def test_the_seeds_port_forward_serves_the_dashboard(demo: Cluster) -> None:
     finally:
         forward.terminate()
         forward.wait(timeout=10)
+
+
+def _listening_inodes() -> dict[int, str]:
+    """Listening TCP sockets of the host's network namespace: inode -> local address."""
+    found: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A":  # LISTEN
+                found[int(f[9])] = f[1]
+    return found
+
+
+def _is_loopback(hex_addr: str) -> bool:
+    ip = hex_addr.split(":")[0]
+    if len(ip) == 8:  # IPv4, little-endian: 127.x.x.x ends in 7F
+        return ip.endswith("7F")
+    return ip == "00000000000000000000000001000000"  # ::1
+
+
+def test_nothing_of_the_demo_listens_on_a_non_loopback_host_address(demo: Cluster) -> None:
+    assert demo.state is not None
+    ours = set(pids_mentioning(str(demo.state)))
+    for pid_dir in Path("/sys/fs/cgroup/memory").glob(f"{hostcfg.CGROUP_ROOT}-*"):
+        for procs in pid_dir.rglob("cgroup.procs"):
+            ours |= {int(p) for p in procs.read_text().split()}
+    # /proc/net/tcp of this process lists the host's sockets only: a socket of the node's (or a
+    # pod's) namespace is not in it, whatever process holds it.
+    listening = _listening_inodes()
+    checked = 0
+    for pid in ours:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inode = int(target[8:-1])
+                    if inode in listening:
+                        checked += 1
+                        assert _is_loopback(listening[inode]), (pid, listening[inode])
+    assert checked >= 2, "the portal's listeners (API server, app) were found and checked"
