@@ -628,18 +628,10 @@ class LocalStack:
         h, port = self._bind("kube-controller-manager")
         argv = [
             str(tools.find("kube-controller-manager").path),
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            f"--bind-address={h}",
-            f"--secure-port={port}",
-            f"--cert-dir={self.workdir / 'kcm'}",
-            "--leader-elect=false",
+            *_control_plane_flags(kc, h, port, self.workdir / "kcm"),
             f"--service-account-private-key-file={k.sa_key}",
             f"--root-ca-file={k.ca_cert}",
             "--use-service-account-credentials=false",
-            "--profiling=false",
-            "--v=1",
         ]
         return argv, None, None
 
@@ -733,15 +725,7 @@ class LocalStack:
         h, port = self._bind("kube-scheduler")
         argv = [
             str(tools.find("kube-scheduler").path),
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            f"--bind-address={h}",
-            f"--secure-port={port}",
-            f"--cert-dir={self.layout.root / 'scheduler'}",
-            "--leader-elect=false",
-            "--profiling=false",
-            "--v=1",
+            *_control_plane_flags(kc, h, port, self.layout.root / "scheduler"),
         ]
         return argv, None, None
 
@@ -792,6 +776,22 @@ class LocalStack:
 
     def _ready_provisioner(self) -> bool:
         return True
+
+
+def _control_plane_flags(kubeconfig: Path, host: str, port: int, cert_dir: Path) -> list[str]:
+    """What the controller-manager and the scheduler share: one kubeconfig for the API, for
+    delegated authentication and authorization; a secure port of their own; no election."""
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        f"--bind-address={host}",
+        f"--secure-port={port}",
+        f"--cert-dir={cert_dir}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
 
 
 def _healthz(host: str, port: int, tls: bool) -> bool:

@@ -82,6 +82,20 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr}")
         return proc.stdout
 
+    def apply_incident(self, name: str, faults: str, delivery: str = "live") -> str:
+        """``kubectl apply`` of a PayFlowIncident on the release; its name."""
+        self.k(
+            "apply",
+            "-f",
+            "-",
+            input=(
+                f"apiVersion: {naming.GROUP}/{naming.VERSION}\nkind: {naming.KIND}\n"
+                f"metadata: {{name: {name}}}\n"
+                f"spec: {{target: {RELEASE}, delivery: {delivery}, faults: {faults}}}\n"
+            ),
+        )
+        return name
+
     def kubectl(self, *args: str, input: str | None = None) -> str:
         """kubectl as the user's shell runs it (the namespace as the arguments say)."""
         return self.k(*args, input=input, namespace=None)

@@ -1,13 +1,11 @@
-"""On a real cluster with PayFlow installed (`make kind-up`): incidents act on real pods.
-
-Skipped unless PAYFLOW_E2E_KUBECONFIG names the cluster. PAYFLOW_E2E_NAMESPACE (default demo)
-and PAYFLOW_E2E_RELEASE (default payflow) say where the chart is installed.
+"""Incidents act on real pods: on the local node, or on the cluster PAYFLOW_E2E_KUBECONFIG names
+(PAYFLOW_E2E_NAMESPACE, default demo, and PAYFLOW_E2E_RELEASE, default payflow, say where the
+chart is installed there).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,10 +15,9 @@ from typing import Any
 import pytest
 
 from payflow import naming
+from tests.e2e.conftest import NS, RELEASE, Cluster
 from tests.support import wait_for
 
-NS = os.environ.get("PAYFLOW_E2E_NAMESPACE", "demo")
-RELEASE = os.environ.get("PAYFLOW_E2E_RELEASE", "payflow")
 Kubectl = Callable[..., str]
 
 
@@ -49,21 +46,11 @@ def app_config(k: Kubectl) -> dict[str, Any]:
 
 
 @pytest.fixture
-def incident(k: Kubectl) -> Iterator[Callable[[str, str], str]]:
+def incident(k: Kubectl, cluster: Cluster) -> Iterator[Callable[[str, str], str]]:
     made: list[str] = []
 
     def apply(faults: str, delivery: str = "live") -> str:
-        name = f"e2e-{uuid.uuid4().hex[:8]}"
-        k(
-            "apply",
-            "-f",
-            "-",
-            input=(
-                f"apiVersion: {naming.GROUP}/{naming.VERSION}\nkind: {naming.KIND}\n"
-                f"metadata: {{name: {name}}}\n"
-                f"spec: {{target: {RELEASE}, delivery: {delivery}, faults: {faults}}}\n"
-            ),
-        )
+        name = cluster.apply_incident(f"e2e-{uuid.uuid4().hex[:8]}", faults, delivery)
         made.append(name)
         return name
 

@@ -101,17 +101,7 @@ def incident(cluster: Cluster) -> Iterator[Callable[..., str]]:
     wait_steady(cluster)
 
     def apply(faults: str, delivery: str = "live") -> str:
-        name = f"e2e-{uuid.uuid4().hex[:8]}"
-        cluster.k(
-            "apply",
-            "-f",
-            "-",
-            input=(
-                f"apiVersion: {naming.GROUP}/{naming.VERSION}\nkind: {naming.KIND}\n"
-                f"metadata: {{name: {name}}}\n"
-                f"spec: {{target: {RELEASE}, delivery: {delivery}, faults: {faults}}}\n"
-            ),
-        )
+        name = cluster.apply_incident(f"e2e-{uuid.uuid4().hex[:8]}", faults, delivery)
         made.append(name)
         wait_for(
             lambda: cluster.json("get", "pfi", name).get("status", {}).get("phase") == "Active",

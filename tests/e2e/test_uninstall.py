@@ -13,7 +13,6 @@ from datetime import datetime
 
 import pytest
 
-from payflow import naming
 from payflow.devstack.nodedemo import pod_problems
 from tests.e2e.conftest import NS, RELEASE, Cluster
 from tests.support import wait_for
@@ -30,17 +29,7 @@ def apply_incidents(c: Cluster) -> list[str]:
         ("end-latency", "live", "{latency: {delayMs: 100}}"),
         ("end-errors", "rollout", "{errorRate: {ratio: 0.1}}"),
     ):
-        c.k(
-            "apply",
-            "-f",
-            "-",
-            input=(
-                f"apiVersion: {naming.GROUP}/{naming.VERSION}\nkind: {naming.KIND}\n"
-                f"metadata: {{name: {name}}}\n"
-                f"spec: {{target: {RELEASE}, delivery: {delivery}, faults: {faults}}}\n"
-            ),
-        )
-        names.append(name)
+        names.append(c.apply_incident(name, faults, delivery))
 
     def all_active() -> bool:
         return all(c.json("get", "pfi", n).get("status", {}).get("phase") == "Active" for n in names)
