@@ -85,11 +85,11 @@ test-integration: tools ## the tests against the local stack
 e2e: tools ## tests/e2e on the local node (make demo's stack), or on the cluster in PAYFLOW_E2E_KUBECONFIG
 	@$(VENV)/bin/pytest tests/e2e tests/node $(PYTEST_ARGS)
 
-bench: tools ## every benchmark under bench/, printing its figures (about 10 minutes)
+bench: tools ## every benchmark under bench/, printing its figures (about 30 minutes; one node at a time)
 	@$(PY) -m bench.stack_startup --runs 3
 	@$(PY) -m bench.api
 	@$(PY) -m bench.operator
-	@$(PY) -m bench.incident_e2e
+	@$(PY) -m bench.node
 	@$(PY) -m bench.loadgen
 
 clean: down ## remove the venv and local state (the tool cache outside the repo stays)

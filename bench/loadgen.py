@@ -5,8 +5,10 @@
 First 50 requests/s for 60 s (the issue's check: the rate achieved within 5 %), then a ramp
 of higher rates, 10 s each, up to the first it cannot hold. A rate is *held* when the arrivals
 sent reach 95 % of it on schedule, none is dropped, and 99 % of the requests succeed. The
-generator runs in this process with the default request mix; the app and its databases share
-the machine's 2 cores with it, so the highest rate says what this machine sustains end to end.
+generator runs in this process with the default request mix, against the demo's app URL: the
+host's loopback forward into the node, the app Service, its 2 pods (the chart's own load
+generator is off: `--load-rate=0`). The pods, PostgreSQL, Redis and the node share the
+machine's 2 cores with it, so the highest rate says what this machine sustains end to end.
 """
 
 from __future__ import annotations
