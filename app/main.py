@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             configmap=s.faults_configmap,
             container=s.container_name,
             crash_timeout_s=s.crash_record_timeout_s,
+            gone_check_s=s.gone_check_s,
         )
         redis = RedisCache(s.redis_url, s.redis_timeout_s, s.redis_retry_after_s)
         services = Services(

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     crash_record_timeout_s: float = Field(
         default=1.0, gt=0, le=10, description="Longest wait for the crash row before a crashing process ends."
     )
+    gone_check_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the pods of other replicas with open fault intervals are looked up.",
+    )
     restart_count: int | None = Field(
         default=None, ge=0, description="Restarts before this process, when a supervisor says (local demo)."
     )

@@ -44,7 +44,7 @@ Job = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
 API_CALL_DEADLINE_S = 8.0  # one read of the API, retries of the client included
 STATUS_DEADLINE_S = 30.0  # how long a start waits for the kubelet to report its container
 GONE_LOOKBACK = timedelta(days=7)  # how far back another replica's open interval is looked at
-GONE_MAX_PODS = 20  # pods looked up per start
+GONE_MAX_PODS = 20  # pods looked up each time
 
 
 def _now() -> datetime:
@@ -78,6 +78,7 @@ class FaultController:
         configmap: str | None = None,
         container: str = "app",
         crash_timeout_s: float = 1.0,
+        gone_check_s: float = 30.0,
     ) -> None:
         self.database_url = database_url
         self.replica = replica
@@ -90,6 +91,7 @@ class FaultController:
         self.configmap = configmap
         self.container = container
         self.crash_timeout_s = crash_timeout_s
+        self.gone_check_s = gone_check_s
         self.state = FaultState(faults=FaultSet(), entries={})
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._recorder: asyncio.Task[None] | None = None
@@ -350,10 +352,20 @@ class FaultController:
         )
 
     async def _close_gone_replicas(self) -> None:
-        """``off`` for the faults that replicas whose pods are gone left on (deleted while down)."""
+        """``off`` for the faults that replicas whose pods are gone left on: a pod deleted while
+        it was down (a rollback deletes a crash-looping ReplicaSet's pods, after the new pods
+        started) never writes them. Looked at after the start, then every ``gone_check_s``."""
+        assert self.cluster is not None
+        await self._started.wait()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):  # a slow database: try next time
+                await asyncio.wait_for(self._close_gone_once(), max(self.gone_check_s, 10.0))
+            await asyncio.sleep(self.gone_check_s)
+
+    async def _close_gone_once(self) -> None:
         assert self.cluster is not None
         assert self.loop is not None
-        await self._started.wait()
+        cluster = self.cluster
         found: asyncio.Future[dict[tuple[str, str], list[Recorded]]] = self.loop.create_future()
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -363,26 +375,44 @@ class FaultController:
                 found.set_result(intervals)
 
         self._queue.put_nowait(read)
-        cluster, start = self.cluster, self._start
-        assert start is not None
-        rows: list[Transition] = []
+        gone: dict[tuple[str, str], list[Recorded]] = {}
         for (replica, pod), intervals in list((await found).items())[:GONE_MAX_PODS]:
             try:
                 await self._api(partial(cluster.pod, pod))
             except PodGone:
-                rows.extend(ground_truth.gone_rows(start, replica, pod, intervals))
-            except Exception as exc:  # cannot tell: leave it to a later start
+                gone[(replica, pod)] = intervals
+            except Exception as exc:  # cannot tell: leave it to a later look
                 log.info("could not look up pod %s (%s)", pod, exc)
-        if rows:
-            self._queue.put_nowait(partial(self._insert, rows))
-            log.warning(
-                "closed %d fault intervals of replicas that are gone",
-                len(rows),
-                extra={
-                    "event": "fault_transition_recovered",
-                    "replicas": sorted({r.replica or "" for r in rows}),
-                },
-            )
+        if not gone:
+            return
+        _, changed_at = await self._read_configmap()
+        start = Start(self.release, self.replica, _now(), self.state.faults, {}, changed_at)
+        written: asyncio.Future[list[Transition]] = self.loop.create_future()
+
+        async def close(conn: psycopg.AsyncConnection[Any]) -> None:
+            rows: list[Transition] = []
+            for (replica, pod), intervals in gone.items():
+                observed = {
+                    was.fault: await repository.observed_elsewhere(
+                        conn, self.release, replica, was.fault, was.last_seen
+                    )
+                    for was in intervals
+                }
+                rows.extend(ground_truth.gone_rows(start, replica, pod, intervals, observed))
+            await self._insert(rows, conn)
+            if not written.done():
+                written.set_result(rows)
+
+        self._queue.put_nowait(close)
+        rows = await written
+        log.warning(
+            "closed %d fault intervals of replicas that are gone",
+            len(rows),
+            extra={
+                "event": "fault_transition_recovered",
+                "replicas": sorted({r.replica or "" for r in rows}),
+            },
+        )
 
     def record_crash(self, fault: str, reason: str, exit_code: int) -> None:
         """The crash hook (see :func:`payflow.app.faults.injectors.set_crash_hook`): write the

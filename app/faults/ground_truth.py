@@ -225,9 +225,16 @@ def stop_rows(
     ]
 
 
-def gone_rows(start: Start, replica: str, pod: str, open_intervals: Sequence[Recorded]) -> list[Transition]:
+def gone_rows(
+    start: Start,
+    replica: str,
+    pod: str,
+    open_intervals: Sequence[Recorded],
+    observed: Mapping[str, Sequence[Observed]],
+) -> list[Transition]:
     """``off`` rows for the faults a replica whose pod no longer exists left on (its pod was
-    deleted while it was down, as a rollback deletes a crash-looping ReplicaSet's pods).
+    deleted while it was down, as a rollback deletes a crash-looping ReplicaSet's pods);
+    ``observed``: what the other replicas saw of each fault since.
 
     A fault off now ended for it at the best known time of the change; a fault still in force
     ended for it when the replica went, at some time after its last evidence."""
@@ -236,7 +243,8 @@ def gone_rows(start: Start, replica: str, pod: str, open_intervals: Sequence[Rec
         if not was.on:
             continue
         if start.faults.get(was.fault) is None:
-            at, basis = while_down(was.last_seen, start.now, None, start.configmap_changed_at)
+            sibling = first_sibling(observed.get(was.fault, ()), was.last_seen, Change.OFF, None)
+            at, basis = while_down(was.last_seen, start.now, sibling, start.configmap_changed_at)
         else:
             at, basis = was.last_seen, AtBasis.LAST_SEEN
         rows.append(

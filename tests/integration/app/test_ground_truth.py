@@ -235,17 +235,25 @@ def test_an_oom_kill_is_recorded_once_from_the_pods_container_status(lab: Lab) -
 
 
 def test_a_replica_whose_pod_is_gone_gets_its_open_intervals_closed(lab: Lab) -> None:
+    """A rollback starts the new pods first and deletes the crash-looping ones after: a
+    replica that is up notices the pod gone and writes the off it never will."""
     lab.set_faults(OOM_ON, _incidents("oom", "leak"))
-    gone = lab.start("app-gone", OOM_ON, pod=True)  # no such pod: deleted while it was down
-    wait_for(lambda: history(gone, fault="oom"), 10, "its on row")
-    kill(gone)
+    lab.create_pod("app-old")
+    old = lab.start("app-old", OOM_ON, pod=True)
+    wait_for(lambda: history(old, fault="oom"), 10, "its on row")
+    kill(old)  # OOMKilled; the kubelet's back-off holds it down
     lab.set_faults({}, {SOURCES_ANNOTATION: "{}"})
     ended = lab.configmap_written_at()
     lab.create_pod("app-new")
-    new = lab.start("app-new", {}, pod=True)
+    new = lab.start("app-new", {"PAYFLOW_GONE_CHECK_S": "0.5"}, pod=True)
+    wait_for(lambda: START_RECORDED in new.log, 10, "its start")
+    # app-old's pod still exists: its interval stays open (it will write its own off at its start)
+    assert [r["change"] for r in history(new, fault="oom")] == ["on"]
+    lab.core.delete_namespaced_pod("app-old", lab.namespace, grace_period_seconds=0)
     rows = wait_for(lambda: at_least(new, 2, fault="oom"), 20, "the gone replica's off")
     off = rows[0]
-    assert (off["replica"], off["pod"], off["reason"]) == ("app-gone", "app-gone", "replica_gone")
+    assert (off["replica"], off["pod"], off["reason"]) == ("app-old", "app-old", "replica_gone")
+    assert (off["change"], off["source"]) == ("off", "recovery")
     assert [i["incident"] for i in off["incidents"]] == ["leak"]
     assert dated_by_the_configmap(off, ended)
     assert "intervals of replicas that are gone" in new.log

@@ -180,7 +180,7 @@ def test_a_gone_replica_gets_its_intervals_closed() -> None:
         recorded("latency", change=Change.OFF, row_id=13),
     ]
     # oom ended (off now: the ConfigMap's last write dates it); panic is still in force
-    rows = gt.gone_rows(start(PANIC, configmap_changed_at=50), "app-old", "app-old", intervals)
+    rows = gt.gone_rows(start(PANIC, configmap_changed_at=50), "app-old", "app-old", intervals, {})
     assert [(r.fault, r.change, r.reason) for r in rows] == [
         ("oom", Change.OFF, gt.REPLICA_GONE),
         ("panic", Change.OFF, gt.REPLICA_GONE),
@@ -190,6 +190,10 @@ def test_a_gone_replica_gets_its_intervals_closed() -> None:
     assert {(r.replica, r.pod) for r in rows} == {("app-old", "app-old")}
     assert rows[0].key == gt.recovery_key("shop", "app-old", "oom", 11)
     assert rows[0].incidents == BOOM
+    # another replica saw the oom fault go off: then it ended for the gone one too
+    seen = {"oom": [Observed(s(45), Change.OFF, None)]}
+    rows = gt.gone_rows(start(PANIC, configmap_changed_at=50), "app-old", "app-old", intervals, seen)
+    assert (rows[0].at, rows[0].at_basis) == (s(45), AtBasis.SIBLING)
 
 
 # --- crashes ----------------------------------------------------------------------------------------
