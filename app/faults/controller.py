@@ -358,8 +358,12 @@ class FaultController:
         assert self.cluster is not None
         await self._started.wait()
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):  # a slow database: try next time
+            try:
                 await asyncio.wait_for(self._close_gone_once(), max(self.gone_check_s, 10.0))
+            except TimeoutError:  # a slow database or API server: next time
+                pass
+            except Exception:
+                log.exception("could not look for replicas that are gone")
             await asyncio.sleep(self.gone_check_s)
 
     async def _close_gone_once(self) -> None:
