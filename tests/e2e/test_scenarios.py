@@ -9,8 +9,10 @@ cAdvisor metrics. The kubelet's back-off is real (10 s, doubling), so deadlines 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.e2e
 
 OOM_DEADLINE = 300.0  # the kubelet's back-off grows, and the caching bug needs traffic to grow
 ROLLOUT_DEADLINE = 300.0
+STABLE_WINDOW = 20.0  # after a rollback, no pod may restart for this long
 
 
 def app_replicasets(c: Cluster) -> dict[str, dict[str, Any]]:
@@ -48,31 +51,55 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
 
 
-def wait_oomkilled(c: Cluster) -> dict[str, Any]:
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def wait_oomkilled(c: Cluster, since: float, not_of: str) -> dict[str, Any]:
+    """A pod of a new ReplicaSet (not the template ``not_of``) OOMKilled after ``since`` and
+    restarted. (The old pods may be OOMKilled first: the fault also reaches them live.)"""
+
     def probe() -> dict[str, Any] | None:
         for pod in c.app_pods():
-            if any(t.get("reason") == "OOMKilled" for t in terminated(pod)) and restarts(pod) > 0:
+            if pod["metadata"]["labels"].get("pod-template-hash") == not_of or restarts(pod) == 0:
+                continue
+            if any(
+                t.get("reason") == "OOMKilled" and _seconds(t["finishedAt"]) >= since for t in terminated(pod)
+            ):
                 return pod
         return None
 
-    return wait_for(probe, timeout=OOM_DEADLINE, interval=1.0, what="an app pod OOMKilled and restarted")
+    return wait_for(probe, timeout=OOM_DEADLINE, interval=1.0, what="a new pod OOMKilled and restarted")
 
 
 def wait_rolled_back(c: Cluster, template_hash: str) -> list[dict[str, Any]]:
-    """Every app pod is of the ReplicaSet with ``template_hash``, Ready, without restarts."""
+    """Every app pod is of the ReplicaSet with ``template_hash`` and Ready, and none restarts
+    after that over STABLE_WINDOW seconds. (Pods of that ReplicaSet that lived through the fault
+    keep their earlier restarts: the fault reached them live too.)"""
 
     def probe() -> list[dict[str, Any]] | None:
         pods = [p for p in c.app_pods() if not p["metadata"].get("deletionTimestamp")]
         ok = pods and all(
-            p["metadata"]["labels"].get("pod-template-hash") == template_hash
-            and is_ready(p)
-            and restarts(p) == 0
-            for p in pods
+            p["metadata"]["labels"].get("pod-template-hash") == template_hash and is_ready(p) for p in pods
         )
         replicas = c.json("get", "deployment", RELEASE)["spec"]["replicas"]
         return pods if ok and len(pods) == replicas else None
 
-    return wait_for(probe, timeout=ROLLOUT_DEADLINE, interval=1.0, what="the rollback: every pod Ready")
+    pods = wait_for(probe, timeout=ROLLOUT_DEADLINE, interval=1.0, what="the rollback: every pod Ready")
+    counts = {p["metadata"]["name"]: restarts(p) for p in pods}
+    deadline = time.monotonic() + STABLE_WINDOW
+    changed: list[dict[str, int]] = []
+
+    def window_over() -> bool:  # an observation window: the counts must hold throughout
+        now = {p["metadata"]["name"]: restarts(p) for p in c.app_pods()}
+        if now != counts:
+            changed.append(now)
+            return True
+        return time.monotonic() >= deadline
+
+    wait_for(window_over, timeout=STABLE_WINDOW + 30, interval=1.0, what="the window after the rollback")
+    assert not changed, f"restarts after the rollback: {counts} -> {changed[0]}"
+    return pods
 
 
 def current_template_hash(c: Cluster) -> str:
@@ -120,24 +147,27 @@ def test_the_seed_caching_incident_ooms_and_the_lkg_rollback_heals(cluster: Clus
     wait_steady(cluster)
     good = current_template_hash(cluster)
     before = set(app_replicasets(cluster))
+    started = time.time() - 1  # finishedAt has whole seconds
     cluster.sh("helm upgrade payflow ./helm/payflow -n demo -f ./helm/payflow/values-buggy.yaml")
-    pod = wait_oomkilled(cluster)
-    assert set(app_replicasets(cluster)) - before, "the buggy version is a new ReplicaSet"
-    assert pod["metadata"]["labels"]["pod-template-hash"] != good
-    oom = next(t for t in terminated(pod) if t["reason"] == "OOMKilled")
-    assert oom["exitCode"] == 137
-
-    cluster.sh("helm upgrade payflow ./helm/payflow -n demo -f ./helm/payflow/values-lkg.yaml")
-    pods = wait_rolled_back(cluster, good)
-    assert all(restarts(p) == 0 for p in pods)
+    try:
+        pod = wait_oomkilled(cluster, started, not_of=good)
+        assert set(app_replicasets(cluster)) - before, "the buggy version is a new ReplicaSet"
+        oom = next(t for t in terminated(pod) if t["reason"] == "OOMKilled")
+        assert oom["exitCode"] == 137
+        image = pod["spec"]["containers"][0]["image"]
+        assert image.endswith(":0.2.0"), image
+    finally:  # the rollback runs in any case: the next tests need the last known good
+        cluster.sh("helm upgrade payflow ./helm/payflow -n demo -f ./helm/payflow/values-lkg.yaml")
+    wait_rolled_back(cluster, good)
 
 
 def test_the_caching_incident_example_ooms_and_its_deletion_rolls_back(cluster: Cluster) -> None:
     wait_steady(cluster)
     good = current_template_hash(cluster)
+    started = time.time() - 1
     cluster.sh("kubectl apply -f examples/incidents/caching-incident.yaml")
     try:
-        wait_oomkilled(cluster)
+        wait_oomkilled(cluster, started, not_of=good)
     finally:
         cluster.sh("kubectl delete -f examples/incidents/caching-incident.yaml")
     wait_rolled_back(cluster, good)
@@ -179,8 +209,6 @@ def cpu_seconds(c: Cluster) -> dict[str, float]:
 def test_cpu_burn_shows_in_the_kubelets_container_cpu_metrics(
     cluster: Cluster, incident: Callable[..., str]
 ) -> None:
-    import time
-
     def rate(seconds: float) -> float:
         """CPU seconds per second of all app containers over a window (cAdvisor's counters)."""
         a, t0 = cpu_seconds(cluster), time.monotonic()
