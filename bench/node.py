@@ -208,8 +208,7 @@ def poll(probe: Callable[[], Any], timeout: float, interval: float, what: str) -
 
 
 def wait_steady(c: Cluster, timeout: float = 300.0) -> tuple[str, list[dict[str, Any]]]:
-    """Every app replica Ready, of one ReplicaSet, none terminating, no incident left: its
-    template hash and pods."""
+    """Every app replica Ready, of one ReplicaSet, none terminating: its template hash and pods."""
 
     def probe() -> tuple[str, list[dict[str, Any]]] | None:
         pods = c.app_pods()
@@ -257,6 +256,10 @@ def warm_run(demo: Demo, built: str) -> dict[str, Any]:
 
 # --- memory --------------------------------------------------------------------------------
 
+KINDS = {
+    **dict.fromkeys(("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"), "control plane"),
+    **dict.fromkeys(("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "coredns"), "node"),
+}  # the rest outside pods: the portal, the provisioner, the supervisor, the guard
 _POD_RE = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 _CID_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -313,7 +316,7 @@ def node_memory(demo: Demo, c: Cluster) -> dict[str, Any]:
             pss = _kib(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss")
         except OSError:
             pss = 0
-        label, kind = host_side.get(pid, ""), "stack (host side)"
+        label, kind = host_side.get(pid, ""), "stack helpers"
         if not label:
             parts = where[pid].parts
             pod_m = next((m for part in parts if (m := _POD_RE.fullmatch(part))), None)
@@ -331,7 +334,7 @@ def node_memory(demo: Demo, c: Cluster) -> dict[str, Any]:
                     label = "pause (every pod's sandbox)"
             else:
                 label = _proc_label(pid)
-                kind = "node and control plane"
+                kind = KINDS.get(label, "stack helpers")
         g = groups.setdefault(label, {"kind": kind, "processes": 0, "rss_kib": 0, "pss_kib": 0})
         g["processes"] += 1
         g["rss_kib"] += rss
@@ -527,6 +530,7 @@ def oom_sample(demo: Demo, c: Cluster) -> dict[str, Any]:
 
     pod = poll(first_oom, 600, PODS_POLL_S, "an app pod OOMKilled")
     oom_s = time.perf_counter() - t0
+    new_rs = template_hash(pod) != original  # the bad deploy's pods, not the last known good ones
     t1 = time.perf_counter()
     demo.kubectl("delete", "-f", str(CACHING_INCIDENT))
 
@@ -540,6 +544,7 @@ def oom_sample(demo: Demo, c: Cluster) -> dict[str, Any]:
     return {
         "oom_s": oom_s,
         "pod": pod["metadata"]["name"],
+        "pod_of_new_replicaset": new_rs,
         "rollback_s": time.perf_counter() - t1,
     }
 
@@ -765,7 +770,12 @@ def bench_on(
         start = load.mark()
         figures["oom"] = run_ooms(demo, c, args.ooms)
         figures["oom"]["load"] = load.between(start, load.mark())
-        print(f"caching incident: apply -> first OOMKilled {figures['oom']['oom_s']}", flush=True)
+        o = figures["oom"]
+        print(
+            f"caching incident: apply -> first OOMKilled p50 {o['oom_s']['p50']:.0f} s, "
+            f"max {o['oom_s']['max']:.0f} s (N={args.ooms})",
+            flush=True,
+        )
 
 
 def lf(d: dict[str, Any]) -> str:
@@ -790,7 +800,7 @@ def print_report(f: dict[str, Any]) -> None:
             )
         )
     if m := f.get("memory"):
-        top = ", ".join(f"{k} {g['rss_kib'] / 1024:.0f}" for k, g in list(m["groups"].items())[:5])
+        top = ", ".join(f"{k} {g['rss_kib'] / 1024:.0f}" for k, g in list(m["groups"].items())[:3])
         rows.append(
             (
                 "whole lab idle, memory (sum of RSS)",
