@@ -91,7 +91,8 @@ def wait_rolled_back(c: Cluster, template_hash: str) -> list[dict[str, Any]]:
     changed: list[dict[str, int]] = []
 
     def window_over() -> bool:  # an observation window: the counts must hold throughout
-        now = {p["metadata"]["name"]: restarts(p) for p in c.app_pods()}
+        live = [p for p in c.app_pods() if not p["metadata"].get("deletionTimestamp")]
+        now = {p["metadata"]["name"]: restarts(p) for p in live}
         if now != counts:
             changed.append(now)
             return True
