@@ -196,8 +196,11 @@ def check_history(
     deleted_by = incident.deleted_at[1] + SLACK
     after = settle(c)
 
+    seen: list[list[dict[str, Any]]] = [[]]
+
     def closed() -> list[dict[str, Any]] | None:
-        rows = [r for r in history(c, fault, t0 - SLACK) if incident.name in names(r)]
+        seen[0] = history(c, fault, t0 - SLACK)
+        rows = [r for r in seen[0] if incident.name in names(r)]
         replicas = {r["replica"] for r in rows if r["kind"] == "transition"}
         last = {
             rep: [r for r in rows if r["kind"] == "transition" and r["replica"] == rep][-1]
@@ -205,7 +208,17 @@ def check_history(
         }
         return rows if down_pod in replicas and all(r["change"] == "off" for r in last.values()) else None
 
-    rows = wait_for(closed, timeout=HISTORY_DEADLINE, interval=2.0, what=f"every {fault} interval closed")
+    try:
+        rows = wait_for(closed, timeout=HISTORY_DEADLINE, interval=2.0, what=f"every {fault} interval closed")
+    except AssertionError as exc:
+        shown = [
+            {k: r.get(k) for k in ("at", "replica", "kind", "change", "source", "reason")}
+            | {"incidents": names(r)}
+            for r in seen[0]
+        ]
+        raise AssertionError(
+            f"{exc}\ndown pod {down_pod}; the history:\n" + "\n".join(map(str, shown))
+        ) from None
     transitions = [r for r in rows if r["kind"] == "transition"]
     for replica in {r["replica"] for r in transitions}:
         mine = [r for r in transitions if r["replica"] == replica]
