@@ -194,7 +194,8 @@ def apply_change(
                     None if new is None else MappingProxyType(dict(new)),
                     None if old is None else MappingProxyType(dict(old)),
                     source,
-                    new_incidents,
+                    # An "off" names the incidents whose end it is; "on" and "changed" the new ones.
+                    old_entry.incidents if change is Change.OFF else new_incidents,
                 )
             )
         elif new_incidents != old_entry.incidents:

@@ -60,6 +60,9 @@ def test_on_changed_off_and_unchanged() -> None:
 
     off, t_off = apply_change(changed, FaultSet(), Source.CONFIGMAP, {}, T1)
     assert [t.change for t in t_off] == [Change.OFF]
+    # The "off" names the incident whose end it is (found on the node: it named none, so the
+    # ground truth of a fault ended live had no cause); the fault then belongs to nobody.
+    assert [i.incident for i in t_off[0].incidents] == ["slow"]
     assert off.entries["latency"].incidents == ()
     assert off.revision == changed.revision + 1
 
