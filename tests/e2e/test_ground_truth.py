@@ -75,6 +75,15 @@ def last_end(pod: dict[str, Any]) -> dict[str, Any] | None:
     return max(ends, key=lambda t: kube_time(t["finishedAt"])) if ends else None
 
 
+def fresh_pods(c: Cluster) -> dict[str, int]:
+    """New app pods (``kubectl rollout restart``), Ready: the kubelet's back-off belongs to a pod
+    and doubles with each crash up to 5 min, so pods that crashed in an earlier test would come
+    back only minutes after the next incident ends. Their restart counts (0)."""
+    c.k("rollout", "restart", f"deployment/{RELEASE}")
+    c.k("rollout", "status", f"deployment/{RELEASE}", "--timeout=300s")
+    return settle(c)
+
+
 def settle(c: Cluster) -> dict[str, int]:
     """Every app pod Ready (as many as the Deployment wants); their restart counts."""
 
@@ -249,7 +258,7 @@ def check_history(
 def test_panic_history_names_the_incident_records_each_crash_and_the_end_while_down(
     cluster: Cluster, incidents: list[Incident]
 ) -> None:
-    before = settle(cluster)
+    before = fresh_pods(cluster)
     t0 = utcnow()
     incident = Incident(cluster, "{panic: {probability: 0.05, meanIntervalSeconds: 3}}")
     incidents.append(incident)
@@ -271,7 +280,7 @@ def test_panic_history_names_the_incident_records_each_crash_and_the_end_while_d
 def test_oom_history_records_each_oom_kill_from_the_pod_status_and_the_end_while_down(
     cluster: Cluster, incidents: list[Incident]
 ) -> None:
-    before = settle(cluster)
+    before = fresh_pods(cluster)
     t0 = utcnow()
     # fast enough to be killed within a minute, slow enough for each new container to read
     # its pod's status first (a few seconds)
