@@ -1,6 +1,6 @@
 """The figures of the local node (issue 11), on `make demo`'s own stack.
 
-    .venv/bin/python -m bench.node [--warm-runs 2] [--live 20] [--rollouts 5] [--ooms 2]
+    .venv/bin/python -m bench.node [--warm-runs 3] [--live 30] [--rollouts 6] [--ooms 3]
                                    [--via api|kubectl] [--only warm,memory,live,rollout,oom]
                                    [--cold images,go,venv,checkov]
 
@@ -665,14 +665,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--warm-runs", type=int, default=2, help="warm `make demo` starts (the last one stays up)"
+        "--warm-runs", type=int, default=3, help="warm `make demo` starts (the last one stays up)"
     )
-    parser.add_argument("--live", type=int, default=20, help="live incidents (N)")
+    parser.add_argument("--live", type=int, default=30, help="live incidents (N)")
     parser.add_argument(
         "--via", choices=("api", "kubectl"), default="api", help="how live incidents are created"
     )
-    parser.add_argument("--rollouts", type=int, default=5, help="rollout incidents (N)")
-    parser.add_argument("--ooms", type=int, default=2, help="caching incidents (N)")
+    parser.add_argument("--rollouts", type=int, default=6, help="rollout incidents (N)")
+    parser.add_argument("--ooms", type=int, default=3, help="caching incidents (N)")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds idle before the memory figure")
     parser.add_argument("--only", default=",".join(DEMO_FIGURES), help="which demo figures (none: '')")
     parser.add_argument(
