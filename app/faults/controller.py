@@ -196,6 +196,8 @@ class FaultController:
 
     async def _swap(self, state: FaultState, transitions: list[Transition], record: bool = True) -> None:
         self.state = state  # the one atomic swap: readers see the old or the new state, whole
+        if self._start is not None:
+            transitions = ground_truth.name_ends(transitions, self._start.incidents)
         for fault in FAULTS:
             params = state.faults.get(fault.name)
             metrics.FAULT_ACTIVE.labels(fault.name).set(1 if params is not None else 0)

@@ -12,7 +12,7 @@ reports it (OOMKilled, exit code). The I/O around these functions is in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -204,6 +204,21 @@ def start_rows(
                 )
             )
     return rows
+
+
+def name_ends(
+    transitions: Sequence[Transition], at_start: Mapping[str, tuple[Incident, ...]]
+) -> list[Transition]:
+    """Transitions that end or change a fault name its incidents. A process that started with a
+    fault in force (from its environment) knows their names only from the ConfigMap it read at
+    start (``at_start``); its live "off" would otherwise name none (seen on the node: a replica
+    restarted by a panic, then the incident deleted)."""
+    return [
+        replace(t, incidents=at_start.get(t.fault, ()))
+        if not t.incidents and t.change in (Change.OFF, Change.CHANGED)
+        else t
+        for t in transitions
+    ]
 
 
 def stop_rows(

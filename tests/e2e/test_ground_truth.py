@@ -284,7 +284,7 @@ def test_oom_history_records_each_oom_kill_from_the_pod_status_and_the_end_while
     t0 = utcnow()
     # fast enough to be killed within a minute, slow enough for each new container to read
     # its pod's status first (a few seconds)
-    incident = Incident(cluster, "{oom: {growthKiBPerRequest: 1, floorKiBPerSecond: 8192}}")
+    incident = Incident(cluster, "{oom: {growthKiBPerRequest: 1, floorKiBPerSecond: 4096}}")
     incidents.append(incident)
     incident.apply()
     down_pod, ends = crash_twice_then_end_while_down(cluster, incident, t0, before, "OOMKilled", 137)

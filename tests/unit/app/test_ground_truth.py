@@ -9,7 +9,7 @@ from typing import Any
 
 from payflow.app.faults import ground_truth as gt
 from payflow.app.faults.ground_truth import ContainerStatus, Observed, Recorded, Start, Termination
-from payflow.app.faults.state import AtBasis, Change, Incident, Kind, Source
+from payflow.app.faults.state import AtBasis, Change, Incident, Kind, Source, Transition
 from payflow.faults import FaultSet
 
 T0 = datetime(2026, 11, 26, 22, 0, tzinfo=UTC)
@@ -348,3 +348,16 @@ def test_when_the_configmap_last_changed() -> None:
     assert gt.configmap_changed_at(cm) == s(20)
     assert gt.configmap_changed_at({"metadata": {}}) is None
     assert gt.configmap_changed_at({"metadata": {"managedFields": [{"time": "not a time"}]}}) is None
+
+
+def test_an_end_names_the_incidents_the_start_read_when_the_state_has_none() -> None:
+    # A replica restarted under a panic fault has it from its environment: its state names no
+    # incident, the ConfigMap it read at start does. The live "off" must name it (seen on the node).
+    held = {"panic": (Incident("crashy", None),)}
+    off = Transition(T0, "panic", Change.OFF, None, None, Source.CONFIGMAP, ())
+    on = Transition(T0, "latency", Change.ON, None, None, Source.CONFIGMAP, ())
+    named = gt.name_ends([off, on], held)
+    assert [i.incident for i in named[0].incidents] == ["crashy"]
+    assert named[1].incidents == ()  # an "on" names what the ConfigMap says now, not the start
+    already = Transition(T0, "panic", Change.OFF, None, None, Source.CONFIGMAP, (Incident("other", None),))
+    assert gt.name_ends([already], held)[0].incidents == already.incidents
