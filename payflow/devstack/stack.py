@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from payflow.devstack import node, tools
+from payflow.devstack import hostcfg, node, tools
 from payflow.devstack.pki import Pki
 from payflow.devstack.process import Process, ProcessFailedError, free_port
 
@@ -267,6 +267,9 @@ class LocalStack:
 
         On any failure, or an interrupt, whatever this call started is stopped again."""
         self.config.save()
+        if self.is_node:  # a node whose guard was killed (not interrupted) left its cgroups
+            for line in hostcfg.sweep_stale():
+                print(f"swept before the start: {line}", flush=True)
         started: list[str] = []
         try:
             for phase in _PHASES:
