@@ -297,7 +297,7 @@ def test_oom_history_records_each_oom_kill_from_the_pod_status_and_the_end_while
         assert r["container_id"], r
     # each row is an OOM kill the test saw (at the kubelet's finishedAt), once; the first kill and
     # the last (recorded after the incident ended) always are. KNOWN GAP (issue 11, item 9): a kill
-    # between them can go unrecorded (seen in 2 of 3 runs on the node: the middle of three kills);
+    # between them can go unrecorded (seen in every run on the node: the middle of three kills);
     # the kubelet keeps only the last termination, so the container after it must record it.
     recorded = [kube_time(r["at"]) for r in crashes]
     assert sorted(set(recorded)) == sorted(recorded), f"a kill recorded twice: {recorded}"
