@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from payflow.devstack import tools
 from payflow.devstack.process import install_signal_guard
 from payflow.devstack.stack import LocalStack, StackConfig
+from tests.support import kubectl_for
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -86,18 +86,7 @@ def kube_api(kubeconfig: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def kubectl(kubeconfig: Path) -> Kubectl:
     """Run the pinned kubectl against the local API server; returns the completed process."""
-    binary = str(tools.find("kubectl").path)
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [binary, *args], env=env, capture_output=True, text=True, input=input, timeout=60
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-        return proc
-
-    return run
+    return kubectl_for(kubeconfig)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ crashing operator leaves in its log."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any
 import yaml
 
 from payflow import naming
-from payflow.devstack import tools
 from tests.conftest import Kubectl
 from tests.support import wait_for
 
@@ -25,23 +22,6 @@ EXAMPLES = REPO / "examples" / "incidents"
 
 # What kopf and Python write when the operator dies or one of its tasks does.
 CRASH_MARKS = ("Traceback", "LoginError", "Ran out of valid credentials", "has failed")
-
-
-def kubectl_for(kubeconfig: Path) -> Kubectl:
-    """The pinned kubectl against ``kubeconfig``, called as the session's ``kubectl`` fixture is
-    (a completed process; ``check`` raises on failure): for a cluster of the e2e suite."""
-    binary = str(tools.find("kubectl").path)
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [binary, *args], env=env, capture_output=True, text=True, input=input, timeout=60
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-        return proc
-
-    return run
 
 
 def example(name: str, namespace: str) -> dict[str, Any]:
@@ -109,13 +89,15 @@ def wait_namespace_gone(kubectl: Kubectl, namespace: str, timeout: float = 60.0)
     """Poll until ``namespace`` no longer exists; the seconds it took. On timeout the failure
     says what holds it (for example ``NamespaceFinalizersRemaining``)."""
     started = time.monotonic()
-    deadline = started + timeout
-    while get_json(kubectl, "namespace", namespace) is not None:
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"namespace {namespace} still there after {timeout:.0f}s: {what_holds(kubectl, namespace)}"
-            )
-        time.sleep(0.2)
+    try:
+        wait_for(
+            lambda: get_json(kubectl, "namespace", namespace) is None,
+            timeout=timeout,
+            interval=0.2,
+            what=f"namespace {namespace} gone",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {what_holds(kubectl, namespace)}") from None
     return time.monotonic() - started
 
 

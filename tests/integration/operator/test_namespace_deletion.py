@@ -32,10 +32,9 @@ from tests.integration.operator.lab import (
     example,
     get_json,
     incidents,
-    kubectl_for,
     wait_namespace_gone,
 )
-from tests.support import wait_for
+from tests.support import kubectl_for, wait_for
 from tests.unit.helm.chart import CHART, helm, of_component
 
 RELEASE = "payflow"
